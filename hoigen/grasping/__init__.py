@@ -1,0 +1,38 @@
+"""Grasp synthesis, grasp quality and trajectories (numpy/scipy/trimesh only).
+
+Grasps live in the object's canonical frame (SPEC §2); trajectories start in it too.
+"""
+
+from hoigen.grasping.contact import (
+    ContactGraspSampler,
+    Grasp,
+    GraspConfig,
+    GraspError,
+    sample_contact_grasp,
+    score,
+)
+from hoigen.grasping.metrics import grasp_metrics
+from hoigen.grasping.sdf import SurfaceSDF
+from hoigen.grasping.trajectory import (
+    Trajectory,
+    TrajectoryConfig,
+    approach_times,
+    make_trajectory,
+    transform_hand_params,
+)
+
+__all__ = [
+    "ContactGraspSampler",
+    "Grasp",
+    "GraspConfig",
+    "GraspError",
+    "SurfaceSDF",
+    "Trajectory",
+    "TrajectoryConfig",
+    "approach_times",
+    "grasp_metrics",
+    "make_trajectory",
+    "sample_contact_grasp",
+    "score",
+    "transform_hand_params",
+]

@@ -1,0 +1,52 @@
+"""Hands: MANO-parameterised right hands (see :mod:`hoigen.hands.model` for the conventions).
+
+Two models share one interface: hoigen's built-in hand (no licensed data, the default) and MANO through smplx
+(the user's ``MANO_RIGHT.pkl``). Importing this package loads numpy only; torch and smplx are imported when a
+MANO hand is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hoigen.hands.builtin import BuiltinHand
+from hoigen.hands.model import (
+    FINGER_JOINTS,
+    FINGERS,
+    OPENPOSE_NAMES,
+    HandModel,
+    HandModelData,
+    HandOutput,
+    HandParams,
+)
+
+HAND_KINDS = ("builtin", "mano")
+
+__all__ = [
+    "FINGERS",
+    "FINGER_JOINTS",
+    "HAND_KINDS",
+    "OPENPOSE_NAMES",
+    "BuiltinHand",
+    "HandModel",
+    "HandModelData",
+    "HandOutput",
+    "HandParams",
+    "load_hand",
+]
+
+
+def load_hand(kind: str = "builtin", mano: str | Path | None = None) -> HandModel:
+    """Build a hand model.
+
+    Args:
+        kind: ``"builtin"`` (hoigen's own hand) or ``"mano"`` (smplx with the user's ``MANO_RIGHT.pkl``).
+        mano: for ``"mano"``: the ``.pkl`` or a directory holding it; None reads ``$HOIGEN_MANO_DIR``.
+    """
+    if kind == "builtin":
+        return BuiltinHand()
+    if kind == "mano":
+        from hoigen.hands.mano import ManoHand
+
+        return ManoHand(mano)
+    raise ValueError(f"unknown hand kind {kind!r}; choose one of {list(HAND_KINDS)}")
