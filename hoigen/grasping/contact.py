@@ -37,7 +37,11 @@ _THUMB_LIMITS = (0.9, 1.1, 1.4)
 
 
 class GraspError(RuntimeError):
-    """No candidate passed the quality gate within the allowed attempts."""
+    """No candidate passed the quality gate within the allowed attempts (``candidates`` were evaluated)."""
+
+    def __init__(self, candidates: int, message: str):
+        super().__init__(message)
+        self.candidates = candidates
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class Grasp:
         object_id: the object's id.
         approach: approach point (3,), surface normal (3,) and roll (rad) used.
         attempts: candidates evaluated to find it.
+        passed: how many of those passed the quality gate (this one is the best-scoring of them).
     """
 
     params: HandParams
@@ -125,6 +130,7 @@ class Grasp:
     object_id: str
     approach: dict = field(default_factory=dict)
     attempts: int = 0
+    passed: int = 0
 
     def to_dict(self) -> dict:
         return {
@@ -135,6 +141,7 @@ class Grasp:
             "metrics": self.metrics,
             "approach": self.approach,
             "attempts": self.attempts,
+            "passed": self.passed,
         }
 
 
@@ -378,7 +385,7 @@ class ContactGraspSampler:
         """The best gate-passing grasp, or :class:`GraspError` after ``max_attempts`` batches."""
         cfg = self.config
         threshold = cfg.contact_threshold_mm / 1000.0
-        tried = 0
+        tried = passed = 0
         best_failed = None
         for _attempt in range(cfg.max_attempts):
             betas = np.zeros(NUM_BETAS)
@@ -399,11 +406,12 @@ class ContactGraspSampler:
                     if best_failed is None or metrics["score"] > best_failed["score"]:
                         best_failed = metrics
                     continue
+                passed += 1
                 if best is None or metrics["score"] > best[1]["score"]:
                     best = (params, metrics, approach)
             if best is not None:
                 params, metrics, approach = best
-                return Grasp(params, metrics, "contact", self.hand.name, self.obj.id, approach, tried)
+                return Grasp(params, metrics, "contact", self.hand.name, self.obj.id, approach, tried, passed)
         detail = (
             "no candidate touched the object"
             if best_failed is None
@@ -414,6 +422,7 @@ class ContactGraspSampler:
             )
         )
         raise GraspError(
+            tried,
             f"no grasp of {self.obj.id} passed the quality gate after {tried} candidates ({detail}); "
             "relax the gate (e.g. min_fingers_in_contact) or raise max_attempts"
         )

@@ -1,0 +1,167 @@
+"""The ``hoigen`` command line (click). Every option can also come from ``--config FILE.yaml``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+logger = logging.getLogger("hoigen")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+@click.version_option(package_name="hoigen")
+def main():
+    """hoigen: synthetic hand-object interaction data with exact 3D labels."""
+
+
+@main.command()
+@click.option("--objects", "objects_", default=None, help="builtin:nocs or a folder of meshes [builtin:nocs]")
+@click.option("--n", "n", default=1, show_default=True, type=click.IntRange(min=1), help="grasps per object")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
+@click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
+@click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
+@click.option("--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes")
+@click.option("--categories", default=None, help="comma-separated built-in categories (builtin:nocs only)")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("-v", "--verbose", count=True, help="-v info, -vv debug")
+def grasp(objects_, n, out, hand, mano, units, categories, seed, config_file, verbose):
+    """Sample N grasps per object and write OUT/grasps.json (+ grasps.npz, built-in meshes in OUT/objects/)."""
+    _setup_logging(verbose)
+    from tqdm import tqdm
+
+    from hoigen.config import RunConfig
+    from hoigen.grasping import ContactGraspSampler, GraspError
+    from hoigen.hands import load_hand
+    from hoigen.objects import BuiltinSource, ObjectError, open_source
+
+    try:
+        config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
+        overrides: dict = {}
+        obj = {k: v for k, v in (("source", objects_), ("units", units)) if v is not None}
+        if categories:
+            obj["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
+        if obj:
+            overrides["objects"] = obj
+        hand_over = {k: v for k, v in (("model", hand), ("mano", str(mano) if mano else None)) if v is not None}
+        if hand_over:
+            overrides["hand"] = hand_over
+        if seed is not None:
+            overrides["seed"] = seed
+        config = config.replace(**overrides)
+        source = open_source(config.objects.source, config.objects.units, config.objects.categories)
+        hand_model = load_hand(config.hand.model, config.hand.mano or None)
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, ObjectError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".hoigen-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to the output folder {out}: {exc}") from exc
+
+    records, arrays, skipped, objects_meta = [], [], [], []
+    candidates = passed = 0
+    start = time.perf_counter()
+    with tqdm(total=len(source) * n, unit="grasp", desc="grasping", dynamic_ncols=True) as bar:
+        for k in range(len(source)):
+            try:
+                asset = source.object_for(k, np.random.default_rng([config.seed, k, 0]))
+            except ObjectError as exc:
+                logger.warning("skipping object #%d: %s", k, exc)
+                skipped.append({"object": k, "reason": str(exc)})
+                bar.update(n)
+                continue
+            meta = asset.metadata()
+            if isinstance(source, BuiltinSource):
+                (out / "objects").mkdir(exist_ok=True)
+                mesh_path = out / "objects" / f"{asset.id}.ply"
+                asset.mesh.export(mesh_path)
+                meta["mesh"] = str(mesh_path.relative_to(out))
+            objects_meta.append(meta)
+            sampler = ContactGraspSampler(asset, hand_model, config.grasp)
+            for j in range(n):
+                try:
+                    g = sampler.sample(np.random.default_rng([config.seed, k, 1 + j]))
+                except GraspError as exc:
+                    logger.warning("skipping grasp %d of %s (seed %d): %s", j, asset.id, config.seed, exc)
+                    skipped.append({"object": asset.id, "grasp": j, "reason": str(exc)})
+                    candidates += exc.candidates
+                    bar.update(1)
+                    continue
+                candidates += g.attempts
+                passed += g.passed
+                record = g.to_dict()
+                record["object_index"] = len(objects_meta) - 1
+                record["seed"] = [config.seed, k, 1 + j]
+                records.append(record)
+                arrays.append(g.params)
+                bar.update(1)
+                bar.set_postfix(accepted=len(records))
+    elapsed = time.perf_counter() - start
+
+    result = {
+        "hoigen_version": _version(),
+        "config": config.to_dict(),
+        "hand": hand_model.metadata(),
+        "objects": objects_meta,
+        "grasps": records,
+        "skipped": skipped,
+    }
+    (out / "grasps.json").write_text(json.dumps(result, indent=1))
+    if arrays:
+        from hoigen.hands.model import HandParams
+
+        stacked = HandParams.stack(arrays)
+        np.savez(
+            out / "grasps.npz",
+            global_orient=stacked.global_orient,
+            hand_pose=stacked.hand_pose,
+            transl=stacked.transl,
+            betas=stacked.betas,
+            object_index=np.array([r["object_index"] for r in records]),
+        )
+    click.echo(
+        f"{len(records)} grasps of {len(objects_meta)} objects in {elapsed:.1f} s "
+        f"({len(records) / max(elapsed, 1e-9):.2f} grasps/s; {passed} of {candidates} candidates passed the gate); "
+        f"{len(skipped)} skipped; wrote {out / 'grasps.json'}"
+    )
+    if not records:
+        raise click.ClickException("no grasp was accepted; see the warnings above")
+
+
+@main.command()
+@click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
+def doctor(no_gl):
+    """Report packages, GL platforms, GPU and optional weights, and what each enables."""
+    from hoigen.doctor import collect
+
+    section = None
+    for check in collect(gl=not no_gl):
+        if check.section != section:
+            section = check.section
+            click.echo(click.style(section, bold=True))
+        mark = {True: click.style("ok ", fg="green"), False: click.style("no ", fg="red"), None: "-- "}[check.ok]
+        click.echo(f"  {mark} {check.name}: {check.detail}")
+
+
+def _version() -> str:
+    from hoigen import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    main()

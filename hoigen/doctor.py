@@ -1,0 +1,153 @@
+"""Environment report for ``hoigen doctor``: packages, GL platforms, GPU and the optional user assets.
+
+Each check runs independently and never raises; GL platforms are probed in subprocesses because
+``PYOPENGL_PLATFORM`` must be set before OpenGL is first imported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: ``ok`` None means informational."""
+
+    section: str
+    name: str
+    ok: bool | None
+    detail: str
+
+
+PACKAGES = {
+    "numpy": "core",
+    "scipy": "core",
+    "trimesh": "core",
+    "manifold3d": "built-in object booleans",
+    "click": "command line",
+    "torch": "MANO hand (extra: mano)",
+    "smplx": "MANO hand (extra: mano)",
+    "pyrender": "headless rendering (extra: render)",
+    "PyOpenGL": "headless rendering (extra: render; 3.1.7+ for OSMesa)",
+    "webdataset": "shards (later)",
+    "diffusers": "HOIDiffusion / HVG-3D appearance (later)",
+    "ray": "multi-machine runs (later)",
+    "pycocotools": "COCO export (later)",
+}
+
+_GL_PROBE = """
+import os, sys
+os.environ["PYOPENGL_PLATFORM"] = sys.argv[1]
+import numpy as np, pyrender, trimesh
+r = pyrender.OffscreenRenderer(32, 32)
+scene = pyrender.Scene()
+scene.add(pyrender.Mesh.from_trimesh(trimesh.creation.box((0.1, 0.1, 0.1))))
+pose = np.eye(4); pose[2, 3] = 0.5
+scene.add(pyrender.PerspectiveCamera(yfov=1.0), pose=pose)
+color, depth = r.render(scene)
+r.delete()
+from OpenGL import GL
+print("ok" if depth.max() > 0 else "blank")
+"""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_packages() -> list[Check]:
+    out = [Check("python", "python", True, f"{platform.python_version()} ({sys.executable})")]
+    for dist, purpose in PACKAGES.items():
+        version = _version(dist)
+        ok = None if version is None and "later" in purpose else version is not None
+        out.append(Check("packages", dist, ok, f"{version or 'not installed'} — {purpose}"))
+    return out
+
+
+def check_gl(timeout: float = 60.0) -> list[Check]:
+    out = []
+    if _version("pyrender") is None:
+        return [Check("rendering", "pyrender", False, "not installed: pip install 'hoigen[render]'")]
+    for name in ("egl", "osmesa"):
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _GL_PROBE, name], capture_output=True, text=True, timeout=timeout
+            )
+            if proc.returncode == 0 and proc.stdout.strip().endswith("ok"):
+                out.append(Check("rendering", name, True, "offscreen rendering works"))
+            else:
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                out.append(Check("rendering", name, False, last[:200]))
+        except subprocess.TimeoutExpired:
+            out.append(Check("rendering", name, False, f"probe timed out after {timeout:.0f} s"))
+    if not any(c.ok for c in out):
+        out.append(
+            Check(
+                "rendering",
+                "fix",
+                None,
+                "install the system GL packages: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6",
+            )
+        )
+    return out
+
+
+def check_gpu() -> list[Check]:
+    smi = shutil.which("nvidia-smi")
+    detail = "nvidia-smi not found (CPU rendering with Mesa llvmpipe)"
+    ok = None
+    if smi:
+        try:
+            proc = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+            detail = proc.stdout.strip() or proc.stderr.strip()
+            ok = proc.returncode == 0
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            detail, ok = f"nvidia-smi failed: {exc}", False
+    return [Check("gpu", "nvidia", ok, detail)]
+
+
+def check_assets() -> list[Check]:
+    out = []
+    mano_env = os.environ.get("HOIGEN_MANO_DIR", "")
+    if not mano_env:
+        out.append(Check("assets", "MANO", None, "HOIGEN_MANO_DIR not set: the built-in hand is used (--hand builtin)"))
+    else:
+        try:
+            from hoigen.hands.mano import load_mano_data, resolve_mano_path
+
+            path = resolve_mano_path(mano_env)
+            data = load_mano_data(path)
+            out.append(Check("assets", "MANO", True, f"{path}: {data.num_vertices} vertices — enables --hand mano"))
+        except Exception as exc:  # a report line, never a crash
+            out.append(Check("assets", "MANO", False, f"HOIGEN_MANO_DIR={mano_env}: {exc}"))
+    for env, what, files in (
+        ("HOIGEN_GRABNET_DIR", "GrabNet (--grasp grabnet, later)", ("coarsenet.pt", "refinenet.pt", "bps.npz")),
+        ("HOIGEN_HOIDIFFUSION_DIR", "HOIDiffusion weights (--appearance hoidiffusion, later)", ()),
+        ("HOIGEN_COGVIDEOX_DIR", "CogVideoX weights (--video hvg3d, later)", ()),
+    ):
+        value = os.environ.get(env, "")
+        if not value:
+            out.append(Check("assets", what, None, f"{env} not set"))
+            continue
+        missing = [f for f in files if not any(Path(value).rglob(f))] if Path(value).is_dir() else ["the folder"]
+        ok = not missing
+        out.append(Check("assets", what, ok, f"{env}={value}" + (f": missing {missing}" if missing else "")))
+    return out
+
+
+def collect(gl: bool = True) -> list[Check]:
+    """All checks, in report order."""
+    checks = check_packages()
+    if gl:
+        checks += check_gl()
+    return checks + check_gpu() + check_assets()
