@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 
 _R2_A1 = 0.7548776662466927  # 1 / plastic number, the R2 low-discrepancy sequence
 _R2_A2 = 0.5698402909980532
+_SIGN_NEIGHBOURS = 16  # samples voting on the sign where the nearest one is ambiguous
 
 
 def stratified_surface_samples(
@@ -88,7 +89,16 @@ class SurfaceSDF:
         delta = flat - self.points[idx]
         plane = np.einsum("ij,ij->i", delta, self.normals[idx])
         magnitude = np.maximum(np.abs(plane), dist - slack)
-        signed = np.where(plane < 0.0, -magnitude, magnitude)
+        # A point beside the nearest sample's tangent plane rather than over it (just outside a convex edge, where
+        # the nearest sample can lie on the adjacent face) may get the wrong sign from that one plane: take the sign
+        # of the summed plane distances of its nearest samples instead; samples it is beside add about zero.
+        inside = plane < 0.0
+        beside = np.flatnonzero(np.abs(plane) < 0.5 * dist)
+        if beside.size:
+            _, kidx = self.tree.query(flat[beside], k=min(_SIGN_NEIGHBOURS, len(self.points)))
+            summed = np.einsum("ikj,ikj->i", flat[beside, None] - self.points[kidx], self.normals[kidx])
+            inside[beside] = summed < 0.0
+        signed = np.where(inside, -magnitude, magnitude)
         return signed.reshape(points.shape[:-1]), idx.reshape(points.shape[:-1])
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
