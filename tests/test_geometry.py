@@ -73,9 +73,13 @@ def test_axis_angle_to_matrix_matches_scipy_on_batches():
     np.testing.assert_allclose(got, want, atol=1e-12)
     np.testing.assert_array_equal(axis_angle_to_matrix(np.zeros(3)), np.eye(3))
     # a half turn about x, written out
-    np.testing.assert_allclose(axis_angle_to_matrix([np.pi, 0.0, 0.0]), np.diag([1.0, -1.0, -1.0]), atol=1e-15)
+    np.testing.assert_allclose(
+        axis_angle_to_matrix([np.pi, 0.0, 0.0]), np.diag([1.0, -1.0, -1.0]), atol=1e-15
+    )
     # proper rotations throughout
-    np.testing.assert_allclose(got @ np.swapaxes(got, -1, -2), np.broadcast_to(np.eye(3), got.shape), atol=1e-12)
+    np.testing.assert_allclose(
+        got @ np.swapaxes(got, -1, -2), np.broadcast_to(np.eye(3), got.shape), atol=1e-12
+    )
     np.testing.assert_allclose(np.linalg.det(got), 1.0, atol=1e-12)
 
 
@@ -93,7 +97,9 @@ def test_axis_angle_to_matrix_rotates_by_the_angle_about_the_axis():
         np.testing.assert_allclose(
             turned, np.cos(angle) * ortho + np.sin(angle) * np.cross(axis, ortho), atol=1e-12
         )
-    np.testing.assert_allclose(rotation_about([0.0, 0.0, 2.0], np.pi / 2) @ [1.0, 0.0, 0.0], [0, 1, 0], atol=1e-15)
+    np.testing.assert_allclose(
+        rotation_about([0.0, 0.0, 2.0], np.pi / 2) @ [1.0, 0.0, 0.0], [0, 1, 0], atol=1e-15
+    )
 
 
 def test_matrix_to_axis_angle_round_trip():
@@ -147,16 +153,22 @@ def test_slerp_takes_the_shortest_arc():
     start = np.array([[0.0, 0.0, 0.9 * np.pi]])
     end = np.array([[0.0, 0.0, -0.9 * np.pi]])
     out = slerp_axis_angle(start, end, np.array([0.25, 0.5, 0.75]))
-    np.testing.assert_allclose(axis_angle_to_matrix(out[1, 0]), axis_angle_to_matrix([0.0, 0.0, np.pi]), atol=1e-12)
+    np.testing.assert_allclose(
+        axis_angle_to_matrix(out[1, 0]), axis_angle_to_matrix([0.0, 0.0, np.pi]), atol=1e-12
+    )
     for k, t in enumerate((0.25, 0.5, 0.75)):
         want = rotation_about([0.0, 0.0, 1.0], 0.9 * np.pi + t * 0.2 * np.pi)
         np.testing.assert_allclose(axis_angle_to_matrix(out[k, 0]), want, atol=1e-12)
-        assert geodesic_angle(axis_angle_to_matrix(start[0]), want) == pytest.approx(t * 0.2 * np.pi, abs=1e-12)
+        assert geodesic_angle(axis_angle_to_matrix(start[0]), want) == pytest.approx(
+            t * 0.2 * np.pi, abs=1e-12
+        )
     # an end given with an angle above pi is reached the short way too
     start = np.array([[0.0, 0.0, 0.0]])
     end = np.array([[0.0, 1.5 * np.pi, 0.0]])  # = -0.5 pi about y
     mid = slerp_axis_angle(start, end, np.array([0.5]))[0, 0]
-    np.testing.assert_allclose(axis_angle_to_matrix(mid), rotation_about([0, 1, 0], -0.25 * np.pi), atol=1e-12)
+    np.testing.assert_allclose(
+        axis_angle_to_matrix(mid), rotation_about([0, 1, 0], -0.25 * np.pi), atol=1e-12
+    )
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -400,7 +412,9 @@ def test_sample_camera_is_a_function_of_the_rng():
 
 
 def test_sample_camera_fixed_ranges_are_exact():
-    config = CameraConfig(distance=(0.4, 0.4), elevation_deg=(30.0, 30.0), azimuth_deg=(90.0, 90.0), target_jitter=0)
+    config = CameraConfig(
+        distance=(0.4, 0.4), elevation_deg=(30.0, 30.0), azimuth_deg=(90.0, 90.0), target_jitter=0
+    )
     up = np.array([0.0, 0.0, 1.0])
     sample = sample_camera(config, np.random.default_rng(0), np.zeros(3), up)
     eye = np.linalg.inv(sample.T_cam_world)[:3, 3]
