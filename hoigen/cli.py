@@ -30,7 +30,9 @@ def main():
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
 @click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
-@click.option("--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes")
+@click.option(
+    "--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes"
+)
 @click.option("--categories", default=None, help="comma-separated built-in categories (builtin:nocs only)")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -53,7 +55,9 @@ def grasp(objects_, n, out, hand, mano, units, categories, seed, config_file, ve
             obj["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
         if obj:
             overrides["objects"] = obj
-        hand_over = {k: v for k, v in (("model", hand), ("mano", str(mano) if mano else None)) if v is not None}
+        hand_over = {
+            k: v for k, v in (("model", hand), ("mano", str(mano) if mano else None)) if v is not None
+        }
         if hand_over:
             overrides["hand"] = hand_over
         if seed is not None:
@@ -153,7 +157,9 @@ def doctor(no_gl):
         if check.section != section:
             section = check.section
             click.echo(click.style(section, bold=True))
-        mark = {True: click.style("ok ", fg="green"), False: click.style("no ", fg="red"), None: "-- "}[check.ok]
+        mark = {True: click.style("ok ", fg="green"), False: click.style("no ", fg="red"), None: "-- "}[
+            check.ok
+        ]
         click.echo(f"  {mark} {check.name}: {check.detail}")
 
 

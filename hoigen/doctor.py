@@ -120,18 +120,28 @@ def check_assets() -> list[Check]:
     out = []
     mano_env = os.environ.get("HOIGEN_MANO_DIR", "")
     if not mano_env:
-        out.append(Check("assets", "MANO", None, "HOIGEN_MANO_DIR not set: the built-in hand is used (--hand builtin)"))
+        out.append(
+            Check(
+                "assets", "MANO", None, "HOIGEN_MANO_DIR not set: the built-in hand is used (--hand builtin)"
+            )
+        )
     else:
         try:
             from hoigen.hands.mano import load_mano_data, resolve_mano_path
 
             path = resolve_mano_path(mano_env)
             data = load_mano_data(path)
-            out.append(Check("assets", "MANO", True, f"{path}: {data.num_vertices} vertices — enables --hand mano"))
+            out.append(
+                Check("assets", "MANO", True, f"{path}: {data.num_vertices} vertices — enables --hand mano")
+            )
         except Exception as exc:  # a report line, never a crash
             out.append(Check("assets", "MANO", False, f"HOIGEN_MANO_DIR={mano_env}: {exc}"))
     for env, what, files in (
-        ("HOIGEN_GRABNET_DIR", "GrabNet (--grasp grabnet, later)", ("coarsenet.pt", "refinenet.pt", "bps.npz")),
+        (
+            "HOIGEN_GRABNET_DIR",
+            "GrabNet (--grasp grabnet, later)",
+            ("coarsenet.pt", "refinenet.pt", "bps.npz"),
+        ),
         ("HOIGEN_HOIDIFFUSION_DIR", "HOIDiffusion weights (--appearance hoidiffusion, later)", ()),
         ("HOIGEN_COGVIDEOX_DIR", "CogVideoX weights (--video hvg3d, later)", ()),
     ):
@@ -139,7 +149,9 @@ def check_assets() -> list[Check]:
         if not value:
             out.append(Check("assets", what, None, f"{env} not set"))
             continue
-        missing = [f for f in files if not any(Path(value).rglob(f))] if Path(value).is_dir() else ["the folder"]
+        missing = (
+            [f for f in files if not any(Path(value).rglob(f))] if Path(value).is_dir() else ["the folder"]
+        )
         ok = not missing
         out.append(Check("assets", what, ok, f"{env}={value}" + (f": missing {missing}" if missing else "")))
     return out

@@ -424,7 +424,7 @@ class ContactGraspSampler:
         raise GraspError(
             tried,
             f"no grasp of {self.obj.id} passed the quality gate after {tried} candidates ({detail}); "
-            "relax the gate (e.g. min_fingers_in_contact) or raise max_attempts"
+            "relax the gate (e.g. min_fingers_in_contact) or raise max_attempts",
         )
 
 

@@ -1,0 +1,285 @@
+"""Render a grasp sequence: every per-frame output of SPEC §3 from one id pass per frame.
+
+Scene description in, images and labels out; the renderer knows nothing about how the sequence was made. Per frame
+one GL pass gives, for each pixel, the instance and triangle it sees (``gl.IdRasterizer``); ray/triangle
+intersection gives the exact 3D point and barycentric coordinates (``labels``); from these come depth, instance
+mask, camera-frame normals, NOCS, the DaS tracking colours and the shaded RGB. Two depth-only passes give the
+amodal masks (amodal boxes, visible fractions). Skeleton, hand-object mask and point tracks need no GL.
+
+Instance ids: 1 object, 2 hand (``INSTANCES``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hoigen.geometry.camera import Intrinsics
+from hoigen.geometry.transforms import apply_transform
+from hoigen.grasping.trajectory import Trajectory, transform_hand_params
+from hoigen.hands.model import HandModel, HandParams
+from hoigen.objects.asset import ObjectAsset
+from hoigen.render import conditions
+from hoigen.render.config import RenderConfig
+from hoigen.render.gl import IdRasterizer
+from hoigen.render.labels import (
+    bbox_xywh,
+    encode_depth,
+    encode_nocs,
+    encode_unit_normals,
+    interpolate,
+    pixel_hits,
+    vertex_normals,
+)
+from hoigen.render.shading import Appearance, MeshAlbedo, linear_to_srgb, sample_appearance, shade
+
+logger = logging.getLogger(__name__)
+
+OBJECT_ID, HAND_ID = 1, 2
+INSTANCES = {OBJECT_ID: "object", HAND_ID: "hand"}
+
+
+@dataclass
+class FrameRender:
+    """One frame's images (H x W) and labels.
+
+    Attributes:
+        rgb: uint8 (H, W, 3); depth: uint16 (H, W), ``value * depth_scale`` = mm, 0 = no surface;
+        mask: uint8 (H, W) instance ids; normal: uint8 (H, W, 3) (n + 1) / 2, OpenCV camera frame;
+        nocs: uint16 (H, W, 3) (x + 0.5) * 65535 on object pixels; skeleton, hoimask, tracking: uint8 (H, W, 3).
+        labels: JSON-ready per-frame record (SPEC §3 ``meta.json`` frame entry).
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+    normal: np.ndarray
+    nocs: np.ndarray
+    skeleton: np.ndarray
+    hoimask: np.ndarray
+    tracking: np.ndarray
+    labels: dict
+
+
+@dataclass
+class SequenceRender:
+    """A rendered sequence: frames, point tracks and sequence-level metadata.
+
+    Attributes:
+        points: float32 (T, N, 3) camera-frame surface points, point i the same surface point in every frame.
+        points_label: uint8 (N,) 0 object, 1 hand.
+    """
+
+    frames: list[FrameRender]
+    points: np.ndarray
+    points_label: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+class Renderer:
+    """Renders sequences with one reusable GL context (create one per process).
+
+    Args:
+        intrinsics: the camera.
+        config: outputs and appearance.
+    """
+
+    def __init__(self, intrinsics: Intrinsics, config: RenderConfig | None = None):
+        self.intrinsics = intrinsics
+        self.config = config or RenderConfig()
+        self.raster = IdRasterizer(intrinsics.width, intrinsics.height)
+        self._albedo_cache: tuple[int, MeshAlbedo] | None = None
+
+    def close(self) -> None:
+        self.raster.close()
+
+    def _object_albedo(self, obj: ObjectAsset, rng: np.random.Generator) -> MeshAlbedo:
+        fallback = rng.uniform(0.15, 0.8, 3)
+        if self._albedo_cache is None or self._albedo_cache[0] != id(obj.mesh):
+            self._albedo_cache = (id(obj.mesh), MeshAlbedo(obj.mesh, fallback))
+        albedo = self._albedo_cache[1]
+        albedo.constant = albedo.constant if albedo.kind != "constant" else fallback
+        return albedo
+
+    def render_sequence(
+        self,
+        obj: ObjectAsset,
+        hand: HandModel,
+        trajectory: Trajectory,
+        T_cam_world: np.ndarray,
+        rng: np.random.Generator,
+    ) -> SequenceRender:
+        """Render every frame of ``trajectory`` seen from ``T_cam_world`` (4, 4, OpenCV).
+
+        ``rng`` draws the appearance (lights, background, skin) and the point-track samples.
+        """
+        cfg = self.config
+        intr = self.intrinsics
+        K = intr.K
+        W, H = intr.width, intr.height
+        n_frames = len(trajectory.t)
+        appearance = sample_appearance(cfg.appearance, W, H, rng)
+        obj_albedo = self._object_albedo(obj, rng)
+
+        # hand and object in the camera frame, every frame
+        rest_wrist = hand.rest_joints(trajectory.hand.betas[0])[0]
+        hand_cam = transform_hand_params(trajectory.hand, T_cam_world, rest_wrist)
+        hand_out = hand.forward(hand_cam)
+        T_cam_obj = np.einsum("ij,tjk->tik", T_cam_world, trajectory.T_world_obj)
+        obj_v, obj_f = np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces)
+        hand_f = np.asarray(hand.faces)
+        obj_normals_canon = vertex_normals(obj_v, obj_f)
+
+        # fixed surface samples -> point tracks
+        obj_samples = conditions.sample_surface_points(obj_v, obj_f, cfg.points_object, rng)
+        hand_samples = conditions.sample_surface_points(hand_out.vertices[0], hand_f, cfg.points_hand, rng)
+        obj_pts = obj_samples.positions(obj_v)
+        points = np.concatenate(
+            [
+                np.stack([apply_transform(T, obj_pts) for T in T_cam_obj]),
+                hand_samples.positions(hand_out.vertices),
+            ],
+            axis=1,
+        ).astype(np.float32)
+        points_label = np.concatenate(
+            [np.zeros(cfg.points_object, np.uint8), np.ones(cfg.points_hand, np.uint8)]
+        )
+
+        # DaS tracking colours, fixed at the first frame
+        first = np.concatenate([apply_transform(T_cam_obj[0], obj_v), hand_out.vertices[0]])
+        track = conditions.tracking_vertex_colors(first, K, W, H).astype(np.float64)
+        track_obj, track_hand = track[: len(obj_v)], track[len(obj_v) :]
+
+        frames = []
+        for t in range(n_frames):
+            hand_v = hand_out.vertices[t]
+            joints3d = hand_out.joints[t]
+            frame = self._render_frame(
+                obj,
+                obj_v,
+                obj_f,
+                obj_normals_canon,
+                obj_albedo,
+                T_cam_obj[t],
+                hand_v,
+                hand_f,
+                appearance,
+                track_obj,
+                track_hand,
+                K,
+                W,
+                H,
+            )
+            joints2d = intr.project(joints3d)
+            frame.skeleton = conditions.draw_skeleton(joints2d, W, H)
+            frame.labels.update(
+                {
+                    "T_cam_obj": T_cam_obj[t].tolist(),
+                    "mano": {k: v[0] for k, v in hand_cam[t].to_dict().items()},
+                    "joints3d": joints3d.tolist(),
+                    "joints2d": joints2d.tolist(),
+                }
+            )
+            frames.append(frame)
+        meta = {
+            "instances": {str(k): v for k, v in INSTANCES.items()},
+            "appearance": appearance.metadata(),
+            "object_albedo": obj_albedo.kind,
+            "depth_scale": cfg.depth_scale,
+        }
+        return SequenceRender(frames=frames, points=points, points_label=points_label, meta=meta)
+
+    def _render_frame(
+        self,
+        obj: ObjectAsset,
+        obj_v: np.ndarray,
+        obj_f: np.ndarray,
+        obj_normals_canon: np.ndarray,
+        obj_albedo: MeshAlbedo,
+        T_cam_obj: np.ndarray,
+        hand_v: np.ndarray,
+        hand_f: np.ndarray,
+        appearance: Appearance,
+        track_obj: np.ndarray,
+        track_hand: np.ndarray,
+        K: np.ndarray,
+        W: int,
+        H: int,
+    ) -> FrameRender:
+        cfg = self.config
+        raster = self.raster
+        raster.set_mesh("object", obj_v, obj_f, OBJECT_ID, T_cam_obj)
+        raster.set_mesh("hand", hand_v, hand_f, HAND_ID, np.eye(4))
+        instance, face, _ = raster.rasterize(K)
+        obj_cam = apply_transform(T_cam_obj, obj_v)
+        meshes = {OBJECT_ID: (obj_cam, obj_f), HAND_ID: (hand_v, hand_f)}
+        hits = pixel_hits(instance, face, meshes, K)
+
+        depth_m = np.zeros((H, W))
+        depth_m[hits.ys, hits.xs] = hits.points[:, 2]
+        normal = np.zeros((H, W, 3))
+        nocs = np.zeros((H, W, 3))
+        rgb_lin = np.zeros((len(hits.ys), 3))
+        tracking = np.zeros((H, W, 3))
+
+        R = T_cam_obj[:3, :3]
+        per_instance = {
+            OBJECT_ID: (obj_f, obj_normals_canon @ R.T, obj_albedo, track_obj),
+            HAND_ID: (hand_f, vertex_normals(hand_v, hand_f), None, track_hand),
+        }
+        for inst, (faces, vnormals, albedo, track) in per_instance.items():
+            sel = hits.select(inst)
+            if len(sel) == 0:
+                continue
+            n = interpolate(hits, sel, faces, vnormals)
+            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+            n[hits.backfacing[sel]] *= -1.0  # an open mesh seen from behind: report the side we see
+            ys, xs = hits.ys[sel], hits.xs[sel]
+            normal[ys, xs] = n
+            tracking[ys, xs] = interpolate(hits, sel, faces, track)
+            if inst == OBJECT_ID:
+                canonical = interpolate(hits, sel, faces, obj_v)
+                nocs[ys, xs] = canonical / obj.scale
+                base = albedo(hits, sel, faces)
+            else:
+                base = np.broadcast_to(appearance.skin, (len(sel), 3))
+            rgb_lin[sel] = shade(appearance, base, n, hits.points[sel])
+
+        rgb = appearance.background.copy()
+        rgb[hits.ys, hits.xs] = linear_to_srgb(rgb_lin)
+        rgb8 = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+        obj_mask = instance == OBJECT_ID
+        hand_mask = instance == HAND_ID
+        nocs_img = encode_nocs(nocs)
+        nocs_img[~obj_mask] = 0
+        normal_img = encode_unit_normals(normal)
+        normal_img[instance == 0] = 0
+        labels = {
+            "bbox_visib_obj": bbox_xywh(obj_mask),
+            "bbox_visib_hand": bbox_xywh(hand_mask),
+            "px_count_visib_obj": int(obj_mask.sum()),
+            "px_count_visib_hand": int(hand_mask.sum()),
+        }
+        if cfg.amodal:
+            for name, key, visible in (("obj", "object", obj_mask), ("hand", "hand", hand_mask)):
+                full = raster.coverage(key) | visible
+                count = int(full.sum())
+                labels[f"bbox_{name}"] = bbox_xywh(full)
+                labels[f"px_count_all_{name}"] = count
+                labels[f"visib_fract_{name}"] = float(visible.sum() / count) if count else 0.0
+        return FrameRender(
+            rgb=rgb8,
+            depth=encode_depth(depth_m, cfg.depth_scale),
+            mask=instance,
+            normal=normal_img,
+            nocs=nocs_img,
+            skeleton=np.zeros((H, W, 3), np.uint8),
+            hoimask=conditions.hoi_mask(instance, [HAND_ID], [OBJECT_ID]),
+            tracking=np.clip(np.round(tracking * 255.0), 0, 255).astype(np.uint8),
+            labels=labels,
+        )
+
+
+__all__ = ["HAND_ID", "INSTANCES", "OBJECT_ID", "FrameRender", "HandParams", "Renderer", "SequenceRender"]
