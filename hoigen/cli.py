@@ -147,6 +147,121 @@ def grasp(objects_, n, out, hand, mano, units, categories, seed, config_file, ve
 
 
 @main.command()
+@click.option("--objects", "objects_", default=None, help="builtin:nocs or a folder of meshes [builtin:nocs]")
+@click.option(
+    "--index", default=0, show_default=True, type=click.IntRange(min=0), help="sample index to render"
+)
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="approach frames T [8]")
+@click.option(
+    "--manipulation", type=click.IntRange(min=0), default=None, help="frames moving hand+object [0]"
+)
+@click.option("--camera", "camera_preset", default=None, help="nocs-camera or square-N [square-512]")
+@click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
+@click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
+@click.option("-v", "--verbose", count=True)
+def render(objects_, index, frames, manipulation, camera_preset, hand, mano, seed, config_file, out, verbose):
+    """Render one sequence to PNGs (every SPEC §3 image per frame, meta.json, points) and overview.png."""
+    _setup_logging(verbose)
+    from hoigen.config import RunConfig
+    from hoigen.grasping import GraspError
+    from hoigen.hands import load_hand
+    from hoigen.objects import ObjectError, open_source
+    from hoigen.synth.recipe import SequencePlanner
+
+    try:
+        config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
+        overrides: dict = {}
+        if objects_:
+            overrides["objects"] = {"source": objects_}
+        hand_over = {
+            k: v for k, v in (("model", hand), ("mano", str(mano) if mano else None)) if v is not None
+        }
+        if hand_over:
+            overrides["hand"] = hand_over
+        traj = {k: v for k, v in (("frames", frames), ("manipulation_frames", manipulation)) if v is not None}
+        if traj:
+            overrides["trajectory"] = traj
+        if camera_preset:
+            overrides["camera"] = {"preset": camera_preset}
+        if seed is not None:
+            overrides["seed"] = seed
+        config = config.replace(**overrides)
+        source = open_source(config.objects.source, config.objects.units, config.objects.categories)
+        hand_model = load_hand(config.hand.model, config.hand.mano or None)
+        plan = SequencePlanner(config, source, hand_model).plan(index)
+    except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, ObjectError, GraspError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    from hoigen.render.gl import RenderError
+    from hoigen.render.renderer import Renderer
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write to the output folder {out}: {exc}") from exc
+    try:
+        renderer = Renderer(plan.camera.intrinsics, config.render)
+        seq = renderer.render_sequence(
+            plan.object, hand_model, plan.trajectory, plan.camera.T_cam_world, plan.render_rng
+        )
+    except RenderError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _write_sequence_pngs(out, seq, plan, hand_model, config)
+    click.echo(f"rendered {len(seq.frames)} frames of {plan.object.id} to {out} (see {out / 'overview.png'})")
+
+
+def _write_sequence_pngs(out: Path, seq, plan, hand_model, config) -> None:
+    from hoigen.render.png import encode_png
+
+    names = ("rgb", "depth", "mask", "normal", "nocs", "skeleton", "hoimask", "tracking")
+    for t, frame in enumerate(seq.frames):
+        for name in names:
+            (out / f"f{t:03d}.{name}.png").write_bytes(encode_png(getattr(frame, name)))
+    np.save(out / "points.npy", seq.points)
+    np.save(out / "points_label.npy", seq.points_label)
+    meta = {
+        "hoigen_version": _version(),
+        "seed": config.seed,
+        "index": plan.index,
+        "object": plan.object.metadata(),
+        "hand": {**hand_model.metadata(), "betas": plan.grasp.params.betas[0].tolist()},
+        "camera": plan.camera.intrinsics.to_dict(),
+        "grasp": {"method": plan.grasp.method, "metrics": plan.grasp.metrics},
+        "frames": [f.labels for f in seq.frames],
+        **seq.meta,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    (out / "overview.png").write_bytes(encode_png(_overview(seq)))
+
+
+def _overview(seq) -> np.ndarray:
+    """A contact sheet: one row per frame (rgb, normal, nocs, depth, skeleton, hoimask, tracking)."""
+    rows = []
+    for frame in seq.frames:
+        depth = frame.depth.astype(np.float64)
+        valid = depth > 0
+        vis = np.zeros(depth.shape, np.uint8)
+        if valid.any():
+            lo, hi = depth[valid].min(), depth[valid].max()
+            vis[valid] = (255 - 200 * (depth[valid] - lo) / max(hi - lo, 1.0)).astype(np.uint8)
+        tiles = [
+            frame.rgb,
+            frame.normal,
+            (frame.nocs >> 8).astype(np.uint8),
+            np.repeat(vis[..., None], 3, axis=2),
+            frame.skeleton,
+            frame.hoimask,
+            frame.tracking,
+        ]
+        rows.append(np.concatenate(tiles, axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    step = max(1, int(np.ceil(sheet.shape[1] / 2048)))
+    return np.ascontiguousarray(sheet[::step, ::step])
+
+
+@main.command()
 @click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
 def doctor(no_gl):
     """Report packages, GL platforms, GPU and optional weights, and what each enables."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from hoigen.geometry.camera import CameraConfig
 from hoigen.grasping.contact import GraspConfig
 from hoigen.grasping.trajectory import TrajectoryConfig
+from hoigen.render.config import RenderConfig
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class RunConfig:
     grasp: GraspConfig = field(default_factory=GraspConfig)
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     seed: int = 0
 
     def __post_init__(self):
@@ -134,7 +136,7 @@ def _build(cls, data, where: str):
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}.{key}")
         elif typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
-            kwargs[key] = tuple(value)
+            kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         else:
             kwargs[key] = value
     try:

@@ -1,0 +1,1 @@
+"""The sample recipe: object -> grasp -> trajectory -> camera (-> render -> write, in ``hoigen synth``)."""
