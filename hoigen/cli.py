@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from hoigen.config import RunConfig
+
 logger = logging.getLogger("hoigen")
 
 
@@ -144,6 +146,139 @@ def grasp(objects_, n, out, hand, mano, units, categories, seed, config_file, ve
     )
     if not records:
         raise click.ClickException("no grasp was accepted; see the warnings above")
+
+
+def _parse_size(size):
+    if size is None:
+        return None
+    width, height = size
+    if width != height:
+        raise click.BadParameter(
+            f"--size must be square for now (use --camera nocs-camera for 640x480), got {size}"
+        )
+    return f"square-{width}"
+
+
+def _run_config(config_file, **sections) -> RunConfig:
+    """The config file (or defaults) with the command-line values that were given laid over it."""
+    from hoigen.config import RunConfig
+
+    config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
+    overrides = {}
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            values = {k: v for k, v in values.items() if v is not None}
+            if values:
+                overrides[section] = values
+        elif values is not None:
+            overrides[section] = values
+    return config.replace(**overrides)
+
+
+@main.command()
+@click.option("--objects", "objects_", default=None, help="builtin:nocs or a folder of meshes [builtin:nocs]")
+@click.option(
+    "--n", "n", type=click.IntRange(min=1), required=True, help="number of samples (grasp sequences)"
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="approach frames T per sample [8]")
+@click.option(
+    "--manipulation", type=click.IntRange(min=0), default=None, help="frames moving hand+object [0]"
+)
+@click.option("--size", type=(int, int), default=None, help="image size W H (square)")
+@click.option("--camera", "camera_preset", default=None, help="nocs-camera or square-N [square-512]")
+@click.option(
+    "--grasp", "grasp_method", type=click.Choice(["contact"]), default=None, help="grasp method [contact]"
+)
+@click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
+@click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
+@click.option("--appearance", type=click.Choice(["render"]), default="render", show_default=True)
+@click.option("--video", type=click.Choice(["none"]), default="none", show_default=True)
+@click.option(
+    "--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes"
+)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option(
+    "--ray-address", default=None, help="address of a running Ray cluster (default: start a local one)"
+)
+@click.option(
+    "--shards", "shard_range", default=None, help="only shards I:J of the run (e.g. for a SLURM array)"
+)
+@click.option("--samples-per-shard", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--resume", is_flag=True, help="continue a run in OUT (rerunning the same command does the same)"
+)
+@click.option("-v", "--verbose", count=True)
+def synth(
+    objects_,
+    n,
+    out,
+    frames,
+    manipulation,
+    size,
+    camera_preset,
+    grasp_method,
+    hand,
+    mano,
+    appearance,
+    video,
+    units,
+    workers,
+    executor,
+    ray_address,
+    shard_range,
+    samples_per_shard,
+    seed,
+    config_file,
+    resume,
+    verbose,
+):
+    """Generate N grasp sequences as WebDataset shards in OUT/shards, with OUT/manifest.json."""
+    _setup_logging(verbose)
+    from hoigen.datasets.shards import ShardWriteError
+    from hoigen.objects import ObjectError
+    from hoigen.render.gl import RenderError
+    from hoigen.synth.run import SynthJob, run_synth
+
+    del appearance, video, resume  # single choices for now; finished shards are always kept
+    try:
+        config = _run_config(
+            config_file,
+            objects={"source": objects_, "units": units},
+            hand={"model": hand, "mano": str(mano) if mano else None},
+            trajectory={"frames": frames, "manipulation_frames": manipulation},
+            camera={"preset": camera_preset or _parse_size(size)},
+            grasp={"method": grasp_method},
+            seed=seed,
+        )
+        job = SynthJob(config, out, n, samples_per_shard)
+        span = None
+        if shard_range:
+            try:
+                a, b = (int(v) for v in shard_range.split(":"))
+            except ValueError as exc:
+                raise ValueError(
+                    f"--shards takes I:J (shard numbers, J exclusive), got {shard_range!r}"
+                ) from exc
+            span = (a, b)
+        summary = run_synth(
+            job, workers=workers, executor=executor, shard_range=span, ray_address=ray_address
+        )
+    except (ValueError, ImportError, ObjectError, RenderError, ShardWriteError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    frames_made = summary.samples * config.trajectory.total_frames
+    seconds = max(summary.seconds, 1e-9)
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.stage_seconds.items()))
+    click.echo(
+        f"{summary.samples} samples ({frames_made} frames) in {summary.shards_made} new shards, "
+        f"{summary.shards_kept} kept, {summary.skipped} skipped; {summary.seconds:.1f} s "
+        f"({summary.samples / seconds:.2f} samples/s, {frames_made / seconds:.1f} frames/s); "
+        f"{summary.bytes / 1e6:.1f} MB written to {out / 'shards'}"
+        + (f"; worker time: {stages}" if stages else "")
+    )
 
 
 @main.command()
