@@ -63,8 +63,11 @@ case "$cmd" in
   setup) system_packages; python_env ;;
   demo)
     system_packages; python_env
-    "$VENV/bin/hoigen" doctor
-    "$VENV/bin/hoigen" grasp --objects builtin:nocs --n 2 --out out/demo --seed 0
+    "$VENV/bin/hoigen" doctor --no-gl
+    "$VENV/bin/hoigen" synth --objects builtin:nocs --n 24 --size 256 256 --frames 8 --workers 2 \
+      --samples-per-shard 6 --out out/demo --seed 0
+    "$VENV/bin/hoigen" inspect out/demo
+    "$VENV/bin/hoigen" preview out/demo
     ;;
   test)
     system_packages; python_env
