@@ -274,7 +274,8 @@ def synth(
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(summary.stage_seconds.items()))
     click.echo(
         f"{summary.samples} samples ({frames_made} frames) in {summary.shards_made} new shards, "
-        f"{summary.shards_kept} kept, {summary.skipped} skipped; {summary.seconds:.1f} s "
+        f"{summary.shards_kept} kept, {summary.skipped} skipped; grasp gate passed "
+        f"{summary.grasp_passed}/{summary.grasp_candidates} candidates; {summary.seconds:.1f} s "
         f"({summary.samples / seconds:.2f} samples/s, {frames_made / seconds:.1f} frames/s); "
         f"{summary.bytes / 1e6:.1f} MB written to {out / 'shards'}"
         + (f"; worker time: {stages}" if stages else "")

@@ -500,10 +500,15 @@ def test_hands_import_is_light():
         "hoigen.geometry",
         "hoigen.hands.mano",
         "hoigen.hands.synthetic",
+        "hoigen.grasping",
+        "hoigen.config",
+        "hoigen.render",
+        "hoigen.render.config",
+        "hoigen.synth",
+        "hoigen.datasets",
+        "hoigen.cli",
     ]
-    if importlib.util.find_spec("hoigen.grasping") is not None:
-        modules.append("hoigen.grasping")
-    heavy = ["torch", "pyrender", "OpenGL", "diffusers", "webdataset", "ray", "smplx", "chumpy"]
+    heavy = ["torch", "pyrender", "OpenGL", "diffusers", "webdataset", "ray", "smplx", "chumpy", "cv2"]
     code = "import importlib, sys\n"
     code += "".join(f"importlib.import_module({m!r})\n" for m in modules)
     code += f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"

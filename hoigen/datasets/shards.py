@@ -2,7 +2,7 @@
 
 A sample (key ``s%08d``, the sample index) is a set of tar members ``<key>.<suffix>``: ``meta.json``, per frame
 ``fNNN.{rgb,depth,mask,normal,nocs,skeleton,hoimask,tracking}.png``, ``points.npy`` and ``points_label.npy``. Members
-are written in sorted order with a fixed mtime, owner and mode, and JSON with sorted keys, so the same inputs give
+are written (with ``tarfile``, USTAR) in sorted order with a fixed mtime, owner and mode, and JSON with sorted keys, so the same inputs give
 byte-identical tars. 16-bit PNGs (depth, NOCS) are encoded by hoigen (``render.png``), not by WebDataset's 8-bit
 image path. A shard is written under a temporary name, flushed to disk and renamed when complete; a per-shard
 record (``<shard>.json``) is written after it and marks the shard done.
@@ -96,19 +96,26 @@ def write_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> dict
 
     Returns ``{"bytes": size, "sha256": hex digest}`` of the final file.
     """
-    import webdataset
+    import tarfile
+
+    for key, _ in samples:
+        if "." in key:
+            raise ValueError(f"sample keys must not contain dots (WebDataset splits on the first one): {key!r}")
 
     def write(fh):
-        writer = webdataset.TarWriter(
-            fh, user="hoigen", group="hoigen", mode=0o0444, encoder=False, mtime=FIXED_MTIME
-        )
-        for key, members in samples:
-            if "." in key:
-                raise ValueError(
-                    f"sample keys must not contain dots (WebDataset splits on the first one): {key!r}"
-                )
-            writer.write({"__key__": key, **members})
-        writer.close()
+        # A WebDataset shard is a plain tar; writing it with tarfile keeps every header field fixed (and keeps
+        # torch, which webdataset imports, out of the worker processes).
+        with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, members in samples:
+                for suffix in sorted(members):
+                    data = members[suffix]
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size = len(data)
+                    info.mtime = FIXED_MTIME
+                    info.mode = 0o444
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = "hoigen"
+                    tar.addfile(info, io.BytesIO(data))
 
     _atomic_write(path, write)
     digest = hashlib.sha256()

@@ -8,6 +8,7 @@ random draws of the others, and samples are independent of how they are split ac
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,22 +50,34 @@ class SequencePlan:
 
 
 class SequencePlanner:
-    """Plans sequences for one run; keeps the last object's grasp sampler (and its distance field) for reuse."""
+    """Plans sequences for one run; keeps the grasp samplers (with their distance fields) of recent objects, since
+    folder objects come round again every ``#objects`` samples. Reuse changes no result: a sampler's state is a
+    pure function of its object and hand."""
 
-    def __init__(self, config: RunConfig, source, hand: HandModel):
+    def __init__(self, config: RunConfig, source, hand: HandModel, cache_size: int = 8):
         self.config = config
         self.source = source
         self.hand = hand
-        self._sampler: tuple[int, ContactGraspSampler] | None = None
+        self._samplers: OrderedDict[int, ContactGraspSampler] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _sampler(self, obj: ObjectAsset) -> ContactGraspSampler:
+        key = id(obj.mesh)
+        sampler = self._samplers.get(key)
+        if sampler is None or sampler.obj is not obj:
+            sampler = ContactGraspSampler(obj, self.hand, self.config.grasp)
+            self._samplers[key] = sampler
+            if len(self._samplers) > self._cache_size:
+                self._samplers.popitem(last=False)
+        self._samplers.move_to_end(key)
+        return sampler
 
     def plan(self, index: int) -> SequencePlan:
         """Raises ``ObjectError`` (bad object file) or ``GraspError`` (no grasp passed the gate)."""
         cfg = self.config
         rngs = stage_rngs(cfg.seed, index)
         obj = self.source.object_for(index, rngs["object"])
-        if self._sampler is None or self._sampler[1].obj is not obj:
-            self._sampler = (index, ContactGraspSampler(obj, self.hand, cfg.grasp))
-        grasp = self._sampler[1].sample(rngs["grasp"])
+        grasp = self._sampler(obj).sample(rngs["grasp"])
         trajectory = make_trajectory(grasp.params, self.hand, cfg.trajectory, rngs["trajectory"], obj.up)
         camera = sample_camera(cfg.camera, rngs["camera"], target=np.zeros(3), up=obj.up)
         return SequencePlan(index, obj, grasp, trajectory, camera, rngs["render"])

@@ -140,20 +140,24 @@ class ShardProducer:
         t2 = time.perf_counter()
         members = sequence_members(seq, sample_meta(self.job.config, plan, self.hand, seq))
         t3 = time.perf_counter()
-        return members, {"grasp": t1 - t0, "render": t2 - t1, "encode": t3 - t2}
+        timings = {"grasp": t1 - t0, "render": t2 - t1, "encode": t3 - t2}
+        return members, {"seconds": timings, "grasp_candidates": plan.grasp.attempts, "grasp_passed": plan.grasp.passed}
 
     def produce(self, shard: int, progress=None) -> dict:
         """Make shard ``shard`` (tar + record) and return its record."""
         job = self.job
         samples, skipped = [], []
         timings = {"grasp": 0.0, "render": 0.0, "encode": 0.0, "write": 0.0}
+        candidates = passed = 0
         for index in job.shard_indices(shard):
             members, info = self.sample(index)
+            candidates += info.get("grasp_candidates", 0)
             if members is None:
                 skipped.append(info)
             else:
                 samples.append((sample_key(index), members))
-                for k, v in info.items():
+                passed += info["grasp_passed"]
+                for k, v in info["seconds"].items():
                     timings[k] += v
             if progress is not None:
                 progress.put(1)
@@ -168,6 +172,8 @@ class ShardProducer:
             "indices": [int(k[1:]) for k, _ in samples],
             "skipped": skipped,
             "frames": len(samples) * job.config.trajectory.total_frames,
+            "grasp_candidates": candidates,
+            "grasp_passed": passed,
             "seconds": timings,
             **stats,
         }
@@ -309,7 +315,8 @@ class SynthSummary:
     shards_kept: int
     seconds: float
     bytes: int
-    candidates: int = 0
+    grasp_candidates: int = 0
+    grasp_passed: int = 0
     stage_seconds: dict = dataclasses.field(default_factory=dict)
 
 
@@ -358,6 +365,8 @@ def run_synth(
         shards_kept=kept,
         seconds=elapsed,
         bytes=sum(r["bytes"] for r in made.values()),
+        grasp_candidates=sum(r.get("grasp_candidates", 0) for r in made.values()),
+        grasp_passed=sum(r.get("grasp_passed", 0) for r in made.values()),
         stage_seconds=stage,
     )
 
