@@ -90,15 +90,15 @@ class Renderer:
         self.intrinsics = intrinsics
         self.config = config or RenderConfig()
         self.raster = IdRasterizer(intrinsics.width, intrinsics.height)
-        self._albedo_cache: tuple[int, MeshAlbedo] | None = None
+        self._albedo_cache: tuple[object, MeshAlbedo] | None = None
 
     def close(self) -> None:
         self.raster.close()
 
     def _object_albedo(self, obj: ObjectAsset, rng: np.random.Generator) -> MeshAlbedo:
         fallback = rng.uniform(0.15, 0.8, 3)
-        if self._albedo_cache is None or self._albedo_cache[0] != id(obj.mesh):
-            self._albedo_cache = (id(obj.mesh), MeshAlbedo(obj.mesh, fallback))
+        if self._albedo_cache is None or self._albedo_cache[0] is not obj.mesh:
+            self._albedo_cache = (obj.mesh, MeshAlbedo(obj.mesh, fallback))
         albedo = self._albedo_cache[1]
         albedo.constant = albedo.constant if albedo.kind != "constant" else fallback
         return albedo

@@ -51,6 +51,9 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
     return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
 
 
+_SRGB_LUT = srgb_to_linear(np.arange(256) / 255.0)
+
+
 def _background(kind: str, width: int, height: int, rng: np.random.Generator, image_dir: str) -> np.ndarray:
     if kind == "solid":
         return np.broadcast_to(rng.uniform(0.05, 0.95, 3), (height, width, 3)).copy()
@@ -124,7 +127,8 @@ class MeshAlbedo:
             if image is not None:
                 self.kind = "texture"
                 self.uv = np.asarray(visual.uv, dtype=np.float64)
-                self.texture = srgb_to_linear(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+                # kept as uint8; only the sampled texels are decoded to linear (a 4096^2 float copy is 200 MB)
+                self.texture = np.asarray(image.convert("RGB"), dtype=np.uint8)
             else:
                 color = getattr(material, "diffuse", None)
                 if color is None:
@@ -148,9 +152,9 @@ class MeshAlbedo:
             x0 = np.clip(np.floor(x).astype(np.int64), 0, w - 2)
             y0 = np.clip(np.floor(y).astype(np.int64), 0, h - 2)
             fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-            t = self.texture
-            top = t[y0, x0] * (1 - fx) + t[y0, x0 + 1] * fx
-            bottom = t[y0 + 1, x0] * (1 - fx) + t[y0 + 1, x0 + 1] * fx
+            t, lut = self.texture, _SRGB_LUT
+            top = lut[t[y0, x0]] * (1 - fx) + lut[t[y0, x0 + 1]] * fx
+            bottom = lut[t[y0 + 1, x0]] * (1 - fx) + lut[t[y0 + 1, x0 + 1]] * fx
             return top * (1 - fy) + bottom * fy
         if self.kind == "vertex":
             return interpolate(hits, sel, faces, self.vertex)
