@@ -141,7 +141,11 @@ class ShardProducer:
         members = sequence_members(seq, sample_meta(self.job.config, plan, self.hand, seq))
         t3 = time.perf_counter()
         timings = {"grasp": t1 - t0, "render": t2 - t1, "encode": t3 - t2}
-        return members, {"seconds": timings, "grasp_candidates": plan.grasp.attempts, "grasp_passed": plan.grasp.passed}
+        return members, {
+            "seconds": timings,
+            "grasp_candidates": plan.grasp.attempts,
+            "grasp_passed": plan.grasp.passed,
+        }
 
     def produce(self, shard: int, progress=None) -> dict:
         """Make shard ``shard`` (tar + record) and return its record."""
@@ -436,4 +440,4 @@ def _run_local(job, todo, workers, total, progress, recycle_after, ray_address):
 def _run_ray(job, todo, workers, total, progress, recycle_after, ray_address):
     from hoigen.synth.ray_executor import run_ray
 
-    yield from run_ray(job, todo, workers, total, progress, ray_address)
+    yield from run_ray(job, todo, workers, total, progress, ray_address, recycle_after=recycle_after)
