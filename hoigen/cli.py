@@ -398,6 +398,22 @@ def _overview(seq) -> np.ndarray:
 
 
 @main.command()
+@click.argument("shards_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="[SHARDS_DIR/preview]")
+@click.option("--max-samples", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--no-gif", is_flag=True, help="only the contact sheet")
+def preview(shards_dir, out, max_samples, no_gif):
+    """Contact sheet (PNG) and one GIF per sequence with skeleton, boxes and NOCS axes drawn."""
+    from hoigen.datasets.preview import preview as make_preview
+
+    try:
+        paths = make_preview(shards_dir, out=out, max_samples=max_samples, gif=not no_gif)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {paths[0]}" + (f" and {len(paths) - 1} GIFs" if len(paths) > 1 else ""))
+
+
+@main.command()
 @click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
 def doctor(no_gl):
     """Report packages, GL platforms, GPU and optional weights, and what each enables."""
