@@ -414,6 +414,21 @@ def preview(shards_dir, out, max_samples, no_gif):
 
 
 @main.command()
+@click.argument("shards_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
+def inspect(shards_dir, as_json):
+    """Dataset statistics: samples, categories, grasp metrics, visibility, depth range, size."""
+    from hoigen.datasets.inspect import dataset_statistics, format_statistics
+    from hoigen.datasets.reader import ShardFormatError
+
+    try:
+        stats = dataset_statistics(shards_dir)
+    except (FileNotFoundError, ShardFormatError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(stats, indent=1, default=str) if as_json else format_statistics(stats))
+
+
+@main.command()
 @click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
 def doctor(no_gl):
     """Report packages, GL platforms, GPU and optional weights, and what each enables."""

@@ -100,7 +100,9 @@ def write_shard(path: Path, samples: list[tuple[str, dict[str, bytes]]]) -> dict
 
     for key, _ in samples:
         if "." in key:
-            raise ValueError(f"sample keys must not contain dots (WebDataset splits on the first one): {key!r}")
+            raise ValueError(
+                f"sample keys must not contain dots (WebDataset splits on the first one): {key!r}"
+            )
 
     def write(fh):
         # A WebDataset shard is a plain tar; writing it with tarfile keeps every header field fixed (and keeps
