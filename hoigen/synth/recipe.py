@@ -81,3 +81,16 @@ class SequencePlanner:
         trajectory = make_trajectory(grasp.params, self.hand, cfg.trajectory, rngs["trajectory"], obj.up)
         camera = sample_camera(cfg.camera, rngs["camera"], target=np.zeros(3), up=obj.up)
         return SequencePlan(index, obj, grasp, trajectory, camera, rngs["render"])
+
+
+def object_for_sample(config: RunConfig, index: int, source=None) -> ObjectAsset:
+    """The object of sample ``index`` of a run, rebuilt from its config (shards store its metadata, not its mesh).
+
+    Built-in objects are regenerated from the object stage's stream; folder objects are reloaded. Pass an opened
+    ``source`` to reuse its cache across calls.
+    """
+    if source is None:
+        from hoigen.objects import open_source
+
+        source = open_source(config.objects.source, config.objects.units, config.objects.categories)
+    return source.object_for(index, stage_rngs(config.seed, index)["object"])
