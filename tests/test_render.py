@@ -671,3 +671,29 @@ def test_rendering_is_deterministic(renderer, scene, hand, seq):
     assert seq.points.tobytes() == again.points.tobytes()
     assert seq.points_label.tobytes() == again.points_label.tobytes()
     assert seq.meta == again.meta
+
+
+def test_closing_one_rasterizer_keeps_the_others_working():
+    """pyrender terminates the process-wide EGL display when any renderer is deleted; hoigen's must not."""
+    import gc
+
+    from hoigen.render.gl import IdRasterizer
+
+    box = trimesh.creation.box((0.1, 0.1, 0.1))
+    pose = np.eye(4)
+    pose[2, 3] = 0.5
+    K = np.array([[40.0, 0.0, 15.5], [0.0, 40.0, 15.5], [0.0, 0.0, 1.0]])
+    first, second = IdRasterizer(32, 32), IdRasterizer(32, 32)
+    for raster in (first, second):
+        raster.set_mesh("box", box.vertices, box.faces, 1, pose)
+    expected = second.rasterize(K)[0]
+    assert (expected == 1).sum() > 0
+    first.close()
+    del first
+    gc.collect()
+    np.testing.assert_array_equal(second.rasterize(K)[0], expected)
+    third = IdRasterizer(32, 32)
+    third.set_mesh("box", box.vertices, box.faces, 1, pose)
+    np.testing.assert_array_equal(third.rasterize(K)[0], expected)
+    second.close()
+    third.close()

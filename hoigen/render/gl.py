@@ -18,6 +18,7 @@ import logging
 import os
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ print("ok")
 
 
 _SINGLE_SAMPLE = {"active": False}
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # rasterisers whose GL context is open
 
 
 def _install_single_sample_switch(renderer_module, GL) -> None:
@@ -139,6 +141,7 @@ class IdRasterizer:
                 return super().get_program(vertex_shader, fragment_shader, geometry_shader, defines)
 
         self._renderer._renderer._program_cache = _IdShaders()
+        _LIVE.add(self)
         self.width, self.height = width, height
         self.znear, self.zfar = znear, zfar
         self._scene = pyrender.Scene(bg_color=np.zeros(4), ambient_light=np.zeros(3))
@@ -232,9 +235,24 @@ class IdRasterizer:
             _SINGLE_SAMPLE["active"] = False
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.delete()
-            self._renderer = None
+        """Free this context. On EGL every pyrender renderer of the process shares one display, which pyrender's
+        own ``delete`` terminates; while other rasterisers are alive only this context is destroyed."""
+        renderer, self._renderer = self._renderer, None
+        if renderer is None:
+            return
+        _LIVE.discard(self)
+        platform = renderer._platform
+        if _LIVE and getattr(platform, "_egl_display", None) is not None:
+            from OpenGL.EGL import eglDestroyContext
+
+            platform.make_current()
+            renderer._renderer.delete()
+            eglDestroyContext(platform._egl_display, platform._egl_context)
+            # pyrender's renderer and platform __del__ methods would terminate the shared display: disarm them
+            platform._egl_context = platform._egl_display = None
+            renderer._platform = renderer._renderer = None
+        else:
+            renderer.delete()
 
     def __del__(self):
         try:

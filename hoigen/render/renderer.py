@@ -121,6 +121,7 @@ class Renderer:
         W, H = intr.width, intr.height
         n_frames = len(trajectory.t)
         appearance = sample_appearance(cfg.appearance, W, H, rng)
+        background = np.clip(np.round(appearance.background * 255.0), 0, 255).astype(np.uint8)
         obj_albedo = self._object_albedo(obj, rng)
 
         # hand and object in the camera frame, every frame
@@ -166,6 +167,7 @@ class Renderer:
                 hand_v,
                 hand_f,
                 appearance,
+                background,
                 track_obj,
                 track_hand,
                 K,
@@ -202,6 +204,7 @@ class Renderer:
         hand_v: np.ndarray,
         hand_f: np.ndarray,
         appearance: Appearance,
+        background: np.ndarray,
         track_obj: np.ndarray,
         track_hand: np.ndarray,
         K: np.ndarray,
@@ -217,67 +220,60 @@ class Renderer:
         meshes = {OBJECT_ID: (obj_cam, obj_f), HAND_ID: (hand_v, hand_f)}
         hits = pixel_hits(instance, face, meshes, K)
 
-        depth_m = np.zeros((H, W))
-        depth_m[hits.ys, hits.xs] = hits.points[:, 2]
-        normal = np.zeros((H, W, 3))
-        nocs = np.zeros((H, W, 3))
-        rgb_lin = np.zeros((len(hits.ys), 3))
-        tracking = np.zeros((H, W, 3))
+        # every output is computed on the hit pixels only and written straight into its final image
+        depth = np.zeros((H, W), np.uint16)
+        depth[hits.ys, hits.xs] = encode_depth(hits.points[:, 2], cfg.depth_scale)
+        normal_img = np.zeros((H, W, 3), np.uint8)
+        nocs_img = np.zeros((H, W, 3), np.uint16)
+        tracking = np.zeros((H, W, 3), np.uint8)
+        rgb8 = background.copy()
 
         R = T_cam_obj[:3, :3]
         per_instance = {
             OBJECT_ID: (obj_f, obj_normals_canon @ R.T, obj_albedo, track_obj),
             HAND_ID: (hand_f, vertex_normals(hand_v, hand_f), None, track_hand),
         }
+        labels = {}
         for inst, (faces, vnormals, albedo, track) in per_instance.items():
             sel = hits.select(inst)
+            name = "obj" if inst == OBJECT_ID else "hand"
+            labels[f"px_count_visib_{name}"] = int(len(sel))
             if len(sel) == 0:
+                labels[f"bbox_visib_{name}"] = [-1, -1, -1, -1]
                 continue
+            ys, xs = hits.ys[sel], hits.xs[sel]
+            x0, y0 = int(xs.min()), int(ys.min())
+            labels[f"bbox_visib_{name}"] = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
             n = interpolate(hits, sel, faces, vnormals)
             n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
             n[hits.backfacing[sel]] *= -1.0  # an open mesh seen from behind: report the side we see
-            ys, xs = hits.ys[sel], hits.xs[sel]
-            normal[ys, xs] = n
-            tracking[ys, xs] = interpolate(hits, sel, faces, track)
+            normal_img[ys, xs] = encode_unit_normals(n)
+            tracking[ys, xs] = np.clip(np.round(interpolate(hits, sel, faces, track) * 255.0), 0, 255)
             if inst == OBJECT_ID:
-                canonical = interpolate(hits, sel, faces, obj_v)
-                nocs[ys, xs] = canonical / obj.scale
+                nocs_img[ys, xs] = encode_nocs(interpolate(hits, sel, faces, obj_v) / obj.scale)
                 base = albedo(hits, sel, faces)
             else:
                 base = np.broadcast_to(appearance.skin, (len(sel), 3))
-            rgb_lin[sel] = shade(appearance, base, n, hits.points[sel])
+            shaded = linear_to_srgb(shade(appearance, base, n, hits.points[sel]))
+            rgb8[ys, xs] = np.clip(np.round(shaded * 255.0), 0, 255)
 
-        rgb = appearance.background.copy()
-        rgb[hits.ys, hits.xs] = linear_to_srgb(rgb_lin)
-        rgb8 = np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
-        obj_mask = instance == OBJECT_ID
-        hand_mask = instance == HAND_ID
-        nocs_img = encode_nocs(nocs)
-        nocs_img[~obj_mask] = 0
-        normal_img = encode_unit_normals(normal)
-        normal_img[instance == 0] = 0
-        labels = {
-            "bbox_visib_obj": bbox_xywh(obj_mask),
-            "bbox_visib_hand": bbox_xywh(hand_mask),
-            "px_count_visib_obj": int(obj_mask.sum()),
-            "px_count_visib_hand": int(hand_mask.sum()),
-        }
         if cfg.amodal:
-            for name, key, visible in (("obj", "object", obj_mask), ("hand", "hand", hand_mask)):
-                full = raster.coverage(key) | visible
-                count = int(full.sum())
+            for name, key, inst in (("obj", "object", OBJECT_ID), ("hand", "hand", HAND_ID)):
+                full = raster.coverage(key) | (instance == inst)
+                count = int(np.count_nonzero(full))
                 labels[f"bbox_{name}"] = bbox_xywh(full)
                 labels[f"px_count_all_{name}"] = count
-                labels[f"visib_fract_{name}"] = float(visible.sum() / count) if count else 0.0
+                visible = labels[f"px_count_visib_{name}"]
+                labels[f"visib_fract_{name}"] = float(visible / count) if count else 0.0
         return FrameRender(
             rgb=rgb8,
-            depth=encode_depth(depth_m, cfg.depth_scale),
+            depth=depth,
             mask=instance,
             normal=normal_img,
             nocs=nocs_img,
             skeleton=np.zeros((H, W, 3), np.uint8),
             hoimask=conditions.hoi_mask(instance, [HAND_ID], [OBJECT_ID]),
-            tracking=np.clip(np.round(tracking * 255.0), 0, 255).astype(np.uint8),
+            tracking=tracking,
             labels=labels,
         )
 
