@@ -399,7 +399,9 @@ def _overview(seq) -> np.ndarray:
 
 @main.command()
 @click.argument("shards_dir", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="[SHARDS_DIR/preview]")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="[SHARDS_DIR/preview]"
+)
 @click.option("--max-samples", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--no-gif", is_flag=True, help="only the contact sheet")
 def preview(shards_dir, out, max_samples, no_gif):
@@ -426,6 +428,61 @@ def inspect(shards_dir, as_json):
     except (FileNotFoundError, ShardFormatError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(stats, indent=1, default=str) if as_json else format_statistics(stats))
+
+
+@main.command()
+@click.argument("fmt", metavar="nocs|coco|bop", type=click.Choice(["nocs", "coco", "bop"]))
+@click.argument("shards_dir", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--split", default=None, help="NOCS: train/val [train]; BOP: train_pbr")
+@click.option("--image", type=click.Choice(["rgb", "photo"]), default="rgb", show_default=True)
+@click.option(
+    "--size", type=(int, int), default=(640, 480), show_default=True, help="NOCS: output image size"
+)
+@click.option("--camera-depth", is_flag=True, help="NOCS: also write CAMERA's 3-channel depth")
+@click.option(
+    "--class0",
+    type=click.Choice(["skip", "keep"]),
+    default="skip",
+    show_default=True,
+    help="NOCS: frames of non-NOCS objects",
+)
+@click.option("--images-per-scene", type=click.IntRange(min=1), default=1000, show_default=True, help="BOP")
+@click.option("--overwrite", is_flag=True, help="COCO/BOP: replace an existing export in OUT_DIR")
+def export(fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, images_per_scene, overwrite):
+    """Export shards to the NOCS (CAMERA) layout, COCO or BOP."""
+    try:
+        if fmt == "nocs":
+            from hoigen.datasets.export_nocs import export_nocs
+
+            summary = export_nocs(
+                shards_dir,
+                out_dir,
+                split=split or "train",
+                image=image,
+                width=size[0],
+                height=size[1],
+                camera_depth=camera_depth,
+                class0=class0,
+            )
+        elif fmt == "coco":
+            from hoigen.datasets.export_coco import export_coco
+
+            summary = export_coco(shards_dir, out_dir, image=image, overwrite=overwrite, progress=True)
+        else:
+            from hoigen.datasets.export_bop import export_bop
+
+            summary = export_bop(
+                shards_dir,
+                out_dir,
+                split=split or "train_pbr",
+                images_per_scene=images_per_scene,
+                overwrite=overwrite,
+                progress=True,
+            )
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(summary, indent=1, default=str))
 
 
 @main.command()
