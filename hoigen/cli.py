@@ -485,6 +485,64 @@ def export(fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, i
     click.echo(json.dumps(summary, indent=1, default=str))
 
 
+@main.command("nocs-augment")
+@click.option(
+    "--nocs-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="a NOCS data root (CAMERA layout, labels, obj_models); none = built-in objects",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="output root [the NOCS root]",
+)
+@click.option(
+    "--ratio",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="HOI frames per original (add) or fraction replaced (replace)",
+)
+@click.option("--mode", type=click.Choice(["add", "replace"]), default="add", show_default=True)
+@click.option("--num-frames", type=click.IntRange(min=1), default=None, help="original frames to use [all]")
+@click.option("--split", default="train", show_default=True)
+@click.option("--class0", type=click.Choice(["skip", "keep"]), default="skip", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def nocs_augment_cmd(nocs_root, out, ratio, mode, num_frames, split, class0, seed, overwrite):
+    """HOIDiffusion's recipe: hands grasping NOCS objects in their poses, written in NOCS layout + mixed list."""
+    from tqdm import tqdm
+
+    from hoigen.datasets.nocs_augment import nocs_augment
+
+    with tqdm(unit="frame", desc="nocs-augment", dynamic_ncols=True) as bar:
+
+        def progress(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            report = nocs_augment(
+                nocs_root,
+                out,
+                ratio=ratio,
+                mode=mode,
+                num_frames=num_frames,
+                seed=seed,
+                class0=class0,
+                split=split,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    keys = ("hoi_frames", "shortfall", "failed", "class0", "list")
+    click.echo(json.dumps({k: report.get(k) for k in keys}, indent=1, default=str))
+
+
 @main.command()
 @click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
 def doctor(no_gl):
