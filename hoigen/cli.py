@@ -36,37 +36,44 @@ def main():
     "--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes"
 )
 @click.option("--categories", default=None, help="comma-separated built-in categories (builtin:nocs only)")
+@click.option(
+    "--grasp",
+    "grasp_method",
+    type=click.Choice(["contact", "grabnet"]),
+    default=None,
+    help="grasp method [contact]",
+)
+@click.option(
+    "--grabnet",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="GrabNet folder (coarsenet.pt, refinenet.pt, bps.npz) [$HOIGEN_GRABNET_DIR]",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("-v", "--verbose", count=True, help="-v info, -vv debug")
-def grasp(objects_, n, out, hand, mano, units, categories, seed, config_file, verbose):
+def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet, seed, config_file, verbose):
     """Sample N grasps per object and write OUT/grasps.json (+ grasps.npz, built-in meshes in OUT/objects/)."""
     _setup_logging(verbose)
     from tqdm import tqdm
 
-    from hoigen.config import RunConfig
-    from hoigen.grasping import ContactGraspSampler, GraspError
+    from hoigen.grasping import GraspError
+    from hoigen.grasping.grabnet_data import grasp_sampler_factory
     from hoigen.hands import load_hand
     from hoigen.objects import BuiltinSource, ObjectError, open_source
 
     try:
-        config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
-        overrides: dict = {}
-        obj = {k: v for k, v in (("source", objects_), ("units", units)) if v is not None}
-        if categories:
-            obj["categories"] = [c.strip() for c in categories.split(",") if c.strip()]
-        if obj:
-            overrides["objects"] = obj
-        hand_over = {
-            k: v for k, v in (("model", hand), ("mano", str(mano) if mano else None)) if v is not None
-        }
-        if hand_over:
-            overrides["hand"] = hand_over
-        if seed is not None:
-            overrides["seed"] = seed
-        config = config.replace(**overrides)
+        cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+        config = _run_config(
+            config_file,
+            objects={"source": objects_, "units": units, "categories": cats},
+            hand={"model": hand, "mano": str(mano) if mano else None},
+            grasp={"method": grasp_method, "grabnet": str(grabnet) if grabnet else None},
+            seed=seed,
+        )
         source = open_source(config.objects.source, config.objects.units, config.objects.categories)
         hand_model = load_hand(config.hand.model, config.hand.mano or None)
+        make_sampler = grasp_sampler_factory(config.grasp, hand_model)
     except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, ObjectError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -97,7 +104,7 @@ def grasp(objects_, n, out, hand, mano, units, categories, seed, config_file, ve
                 asset.mesh.export(mesh_path)
                 meta["mesh"] = str(mesh_path.relative_to(out))
             objects_meta.append(meta)
-            sampler = ContactGraspSampler(asset, hand_model, config.grasp)
+            sampler = make_sampler(asset)
             for j in range(n):
                 try:
                     g = sampler.sample(np.random.default_rng([config.seed, k, 1 + j]))
@@ -188,7 +195,17 @@ def _run_config(config_file, **sections) -> RunConfig:
 @click.option("--size", type=(int, int), default=None, help="image size W H (square)")
 @click.option("--camera", "camera_preset", default=None, help="nocs-camera or square-N [square-512]")
 @click.option(
-    "--grasp", "grasp_method", type=click.Choice(["contact"]), default=None, help="grasp method [contact]"
+    "--grasp",
+    "grasp_method",
+    type=click.Choice(["contact", "grabnet"]),
+    default=None,
+    help="grasp method [contact]",
+)
+@click.option(
+    "--grabnet",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="GrabNet folder (coarsenet.pt, refinenet.pt, bps.npz) [$HOIGEN_GRABNET_DIR]",
 )
 @click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
@@ -221,6 +238,7 @@ def synth(
     size,
     camera_preset,
     grasp_method,
+    grabnet,
     hand,
     mano,
     appearance,
@@ -251,7 +269,7 @@ def synth(
             hand={"model": hand, "mano": str(mano) if mano else None},
             trajectory={"frames": frames, "manipulation_frames": manipulation},
             camera={"preset": camera_preset or _parse_size(size)},
-            grasp={"method": grasp_method},
+            grasp={"method": grasp_method, "grabnet": str(grabnet) if grabnet else None},
             seed=seed,
         )
         job = SynthJob(config, out, n, samples_per_shard)
@@ -301,30 +319,20 @@ def synth(
 def render(objects_, index, frames, manipulation, camera_preset, hand, mano, seed, config_file, out, verbose):
     """Render one sequence to PNGs (every SPEC §3 image per frame, meta.json, points) and overview.png."""
     _setup_logging(verbose)
-    from hoigen.config import RunConfig
     from hoigen.grasping import GraspError
     from hoigen.hands import load_hand
     from hoigen.objects import ObjectError, open_source
     from hoigen.synth.recipe import SequencePlanner
 
     try:
-        config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
-        overrides: dict = {}
-        if objects_:
-            overrides["objects"] = {"source": objects_}
-        hand_over = {
-            k: v for k, v in (("model", hand), ("mano", str(mano) if mano else None)) if v is not None
-        }
-        if hand_over:
-            overrides["hand"] = hand_over
-        traj = {k: v for k, v in (("frames", frames), ("manipulation_frames", manipulation)) if v is not None}
-        if traj:
-            overrides["trajectory"] = traj
-        if camera_preset:
-            overrides["camera"] = {"preset": camera_preset}
-        if seed is not None:
-            overrides["seed"] = seed
-        config = config.replace(**overrides)
+        config = _run_config(
+            config_file,
+            objects={"source": objects_},
+            hand={"model": hand, "mano": str(mano) if mano else None},
+            trajectory={"frames": frames, "manipulation_frames": manipulation},
+            camera={"preset": camera_preset},
+            seed=seed,
+        )
         source = open_source(config.objects.source, config.objects.units, config.objects.categories)
         hand_model = load_hand(config.hand.model, config.hand.mano or None)
         plan = SequencePlanner(config, source, hand_model).plan(index)

@@ -130,7 +130,7 @@ def check_assets() -> list[Check]:
             from hoigen.hands.mano import load_mano_data, resolve_mano_path
 
             path = resolve_mano_path(mano_env)
-            data = load_mano_data(path)
+            data, _ = load_mano_data(path)
             out.append(
                 Check("assets", "MANO", True, f"{path}: {data.num_vertices} vertices — enables --hand mano")
             )

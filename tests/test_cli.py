@@ -63,7 +63,9 @@ def test_grasp_folder_with_a_bad_mesh_skips_it(tmp_path):
 
 def test_grasp_config_file_and_errors(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"seed": 5, "objects": {"categories": ["can"]}, "grasp": {"candidates": 2}}))
+    config.write_text(
+        yaml.safe_dump({"seed": 5, "objects": {"categories": ["can"]}, "grasp": {"candidates": 2}})
+    )
     result = _run(["grasp", "--config", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "out" / "grasps.json").read_text())
@@ -81,7 +83,9 @@ def test_grasp_config_file_and_errors(tmp_path):
     result = _run(["grasp", "--objects", str(tmp_path / "missing"), "--out", str(tmp_path / "z")])
     assert result.exit_code != 0 and "does not exist" in result.output
 
-    result = _run(["grasp", "--hand", "mano", "--mano", str(tmp_path / "nomano"), "--out", str(tmp_path / "w")])
+    result = _run(
+        ["grasp", "--hand", "mano", "--mano", str(tmp_path / "nomano"), "--out", str(tmp_path / "w")]
+    )
     assert result.exit_code != 0 and "HOIGEN_MANO_DIR" in result.output
 
 

@@ -127,7 +127,7 @@ def test_unknown_key_in_a_yaml_file(tmp_path):
         ({"seed": 2.5}, "got 2.5"),
         ({"seed": "3"}, "got '3'"),
         ({"grasp": {"candidates": 0}}, "candidates must be >= 1, got 0"),
-        ({"grasp": {"method": "grabnet"}}, "'grabnet'"),
+        ({"grasp": {"method": "diffusion"}}, "'diffusion'"),
         ({"trajectory": {"frames": 0}}, "got 0"),
         ({"camera": {"preset": "fisheye"}}, "'fisheye'"),
         ({"camera": {"distance": [0.5, 0.3]}}, r"\(0\.5, 0\.3\)"),

@@ -92,7 +92,9 @@ def test_mano_shaped_hand_grasps(tmp_path):
 def test_metrics_on_a_known_configuration(hand):
     """A flat hand pressed 2 mm into a slab: penetration 2 mm, palm in contact, no opposition."""
     slab = trimesh.creation.box((0.4, 0.02, 0.4))
-    obj = make_asset(slab, object_id="slab", source="t", category="slab", class_id=0, symmetry=None, up=(0, 1, 0))
+    obj = make_asset(
+        slab, object_id="slab", source="t", category="slab", class_id=0, symmetry=None, up=(0, 1, 0)
+    )
     sdf = SurfaceSDF(obj.mesh)
     rest = hand.forward(HandParams.zeros()).vertices[0]
     # palm faces -y: put the lowest vertex 2 mm below the slab's top face (y = 0.01)
@@ -107,7 +109,9 @@ def test_metrics_on_a_known_configuration(hand):
 
 def test_gate_failure_is_a_clear_error(hand):
     obj = BuiltinSource(("can",)).object_for(0, np.random.default_rng(0))
-    impossible = GraspConfig(candidates=2, max_attempts=1, min_fingers_in_contact=5, min_thumb_opposition=0.999)
+    impossible = GraspConfig(
+        candidates=2, max_attempts=1, min_fingers_in_contact=5, min_thumb_opposition=0.999
+    )
     with pytest.raises(GraspError, match="quality gate") as info:
         ContactGraspSampler(obj, hand, impossible).sample(np.random.default_rng(0))
     assert info.value.candidates == 2
@@ -116,7 +120,7 @@ def test_gate_failure_is_a_clear_error(hand):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"method": "grabnet"}, "contact"),
+        ({"method": "diffusion"}, "'contact' or 'grabnet'"),
         ({"candidates": 0}, "candidates"),
         ({"max_penetration_mm": -1.0}, "max_penetration_mm"),
         ({"min_fingers_in_contact": 6}, "min_fingers_in_contact"),

@@ -49,7 +49,8 @@ class GraspConfig:
     """Contact-grasp sampler and quality gate.
 
     Attributes:
-        method: grasp method; ``contact`` is the only one in this version.
+        method: grasp method: ``contact`` (geometry only) or ``grabnet`` (GrabNet's released networks; needs the MANO
+            hand and the weights, see ``hoigen.grasping.grabnet``).
         candidates: candidates tried per attempt.
         max_attempts: attempts (batches of candidates) before giving up on an object.
         contact_threshold_mm: a part within this distance of the surface is in contact.
@@ -63,6 +64,8 @@ class GraspConfig:
         exclude_below: do not approach from below (surface normals pointing more than 60° below horizontal).
         edge_bias: probability that the roll points the fingers toward the nearest edge rather than uniformly.
         sdf_spacing_mm: surface sampling of the object's distance field.
+        grabnet: for ``grabnet``: the folder holding GrabNet's coarsenet.pt, refinenet.pt and bps.npz (searched
+            recursively); empty = the ``HOIGEN_GRABNET_DIR`` environment variable.
     """
 
     method: str = "contact"
@@ -79,12 +82,11 @@ class GraspConfig:
     exclude_below: bool = True
     edge_bias: float = 0.7
     sdf_spacing_mm: float = 0.5
+    grabnet: str = ""
 
     def __post_init__(self):
-        if self.method != "contact":
-            raise ValueError(
-                f"grasp method must be 'contact' (the only method in this version), got {self.method!r}"
-            )
+        if self.method not in ("contact", "grabnet"):
+            raise ValueError(f"grasp method must be 'contact' or 'grabnet', got {self.method!r}")
         for name in ("candidates", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"grasp {name} must be >= 1, got {getattr(self, name)}")

@@ -15,7 +15,8 @@ import numpy as np
 
 from hoigen.config import RunConfig
 from hoigen.geometry.camera import CameraSample, sample_camera
-from hoigen.grasping.contact import ContactGraspSampler, Grasp
+from hoigen.grasping.contact import Grasp
+from hoigen.grasping.grabnet_data import grasp_sampler_factory
 from hoigen.grasping.trajectory import Trajectory, make_trajectory
 from hoigen.hands.model import HandModel
 from hoigen.objects.asset import ObjectAsset
@@ -52,20 +53,25 @@ class SequencePlan:
 class SequencePlanner:
     """Plans sequences for one run; keeps the grasp samplers (with their distance fields) of recent objects, since
     folder objects come round again every ``#objects`` samples. Reuse changes no result: a sampler's state is a
-    pure function of its object and hand."""
+    pure function of its object and hand.
+
+    ``config.grasp.method`` picks the sampler (``contact`` or ``grabnet``); for ``grabnet`` the MANO hand is checked
+    and the weights are loaded here, so those errors come before any sample is planned.
+    """
 
     def __init__(self, config: RunConfig, source, hand: HandModel, cache_size: int = 8):
         self.config = config
         self.source = source
         self.hand = hand
-        self._samplers: OrderedDict[int, ContactGraspSampler] = OrderedDict()
+        self._new_sampler = grasp_sampler_factory(config.grasp, hand)
+        self._samplers: OrderedDict = OrderedDict()
         self._cache_size = cache_size
 
-    def _sampler(self, obj: ObjectAsset) -> ContactGraspSampler:
+    def _sampler(self, obj: ObjectAsset):
         key = id(obj.mesh)
         sampler = self._samplers.get(key)
         if sampler is None or sampler.obj is not obj:
-            sampler = ContactGraspSampler(obj, self.hand, self.config.grasp)
+            sampler = self._new_sampler(obj)
             self._samplers[key] = sampler
             if len(self._samplers) > self._cache_size:
                 self._samplers.popitem(last=False)

@@ -377,12 +377,13 @@ def run_synth(
 
 def _validate_inputs(job: SynthJob) -> None:
     """Fail before any work on a bad object source, hand or GL setup (workers would fail one by one)."""
+    from hoigen.grasping.grabnet_data import grasp_sampler_factory
     from hoigen.hands import load_hand
     from hoigen.objects import open_source
 
     cfg = job.config
     open_source(cfg.objects.source, cfg.objects.units, cfg.objects.categories)
-    load_hand(cfg.hand.model, cfg.hand.mano or None)
+    grasp_sampler_factory(cfg.grasp, load_hand(cfg.hand.model, cfg.hand.mano or None))
     from hoigen.render.gl import select_platform
 
     select_platform()
