@@ -534,3 +534,35 @@ def test_refuses_a_used_output_and_bad_arguments(export, nocs_run, tmp_path):
     for kwargs in ({"image": "depth"}, {"class0": "drop"}, {"split": "a/b"}, {"width": 0}):
         with pytest.raises(ValueError):
             export_nocs(nocs_run, tmp_path / "bad", **kwargs)
+
+
+def test_frames_without_visible_object_are_skipped_and_reported(folder_run, tmp_path):
+    shard = _shard(folder_run)
+    with tarfile.open(shard) as tar:
+        mask = decode_png(tar.extractfile("s00000000.f000.mask.png").read())
+    edited = tmp_path / "hidden.tar"
+    _rewrite_shard(shard, edited, replace={"s00000000.f000.mask.png": encode_png(np.zeros_like(mask))})
+    summary = export_nocs([str(edited)], tmp_path / "out", class0="keep")
+    assert summary["skipped"] == {"object_not_visible": 1}
+    assert summary["skipped_frames"] == [{"key": "s00000000", "frame": 0, "reason": "object_not_visible"}]
+    assert [(s["key"], s["frame"]) for s in sources(tmp_path / "out")][0] == ("s00000000", 1)
+    assert summary["images"] == summary["frames"] - 1
+
+
+def test_camera_model_round_trip_undoes_the_z_flip(tmp_path):
+    """CAMERA ships model.obj with z negated; writing then reading the NOCS way returns the canonical model."""
+    import trimesh
+
+    from hoigen.datasets.export_nocs import read_camera_model, write_camera_model
+    from hoigen.objects.builtin import make_builtin_object
+
+    camera = make_builtin_object("camera", np.random.default_rng(0))  # asymmetric: a mirror image would show
+    vertices = np.asarray(camera.mesh.vertices) / camera.scale
+    path = write_camera_model(tmp_path / "model", vertices, camera.mesh.faces)
+    raw = trimesh.load(path, force="mesh", process=False)
+    np.testing.assert_allclose(raw.vertices[:, 2], -vertices[:, 2], atol=1e-6)
+    back = read_camera_model(path)
+    np.testing.assert_allclose(back.vertices, vertices, atol=1e-6)
+    assert back.volume > 0  # faces still wind outward
+    hi, lo = np.loadtxt(path.parent / "bbox.txt")
+    np.testing.assert_allclose(hi - lo, np.ptp(raw.vertices, axis=0), atol=1e-6)

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import trimesh
 
+from hoigen.datasets.export_nocs import write_camera_model
+
 cv2 = pytest.importorskip("cv2")  # the render extra
 
 from hoigen.datasets.nocs_augment import (  # noqa: E402
@@ -56,7 +58,9 @@ def _build_root(root: Path) -> None:
         obj = make_builtin_object(category, np.random.default_rng(seed))
         folder = root / "obj_models" / "train" / synset / model_id
         folder.mkdir(parents=True)
-        trimesh.Trimesh(obj.mesh.vertices / obj.scale, obj.mesh.faces).export(folder / "model.obj")
+        write_camera_model(
+            folder, obj.mesh.vertices / obj.scale, obj.mesh.faces
+        )  # z-flipped, as NOCS ships them
         scales[category] = obj.scale
     # the camera looks 30° down at objects standing upright (object y up -> image up, tilted)
     tilted = rotation_about(np.array([1.0, 0.0, 0.0]), np.deg2rad(30.0)) @ np.diag([1.0, -1.0, -1.0])

@@ -222,6 +222,30 @@ def write_obj(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def write_camera_model(folder: Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    """Write a normalised model (canonical / scale: bbox centred, diagonal 1) as CAMERA ships it: ``model.obj``
+    with z negated (faces reversed, so they still wind outward) and ``bbox.txt`` (max corner, then min corner).
+    Returns the ``model.obj`` path; :func:`read_camera_model` undoes the flip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    flipped = np.asarray(vertices, dtype=np.float64).copy()
+    flipped[:, 2] *= -1.0  # CAMERA models are stored z-flipped; readers negate z (module docstring)
+    write_obj(folder / "model.obj", flipped, np.asarray(faces, dtype=np.int64)[:, ::-1])
+    hi, lo = flipped.max(axis=0), flipped.min(axis=0)
+    (folder / "bbox.txt").write_text("".join(" ".join(f"{v:.7f}" for v in row) + "\n" for row in (hi, lo)))
+    return folder / "model.obj"
+
+
+def read_camera_model(path: Path):
+    """A CAMERA ``model.obj`` in the frame of the coord maps and labels (z negated back, as NOCS/SPD readers do),
+    as a ``trimesh.Trimesh``."""
+    import trimesh
+
+    mesh = trimesh.load(path, force="mesh", process=False)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64).copy()
+    vertices[:, 2] *= -1.0
+    return trimesh.Trimesh(vertices, np.asarray(mesh.faces)[:, ::-1], process=False)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # meta validation
 
@@ -292,14 +316,8 @@ class _Models:
                 "the run, so its meshes cannot be exported"
             )
         folder = self.root / synset / model_id
-        folder.mkdir(parents=True, exist_ok=True)
-        vertices = np.asarray(obj.mesh.vertices, dtype=np.float64) / obj.scale
-        vertices[:, 2] *= -1.0  # CAMERA models are stored z-flipped; readers negate z (module docstring)
-        faces = np.asarray(obj.mesh.faces, dtype=np.int64)[:, ::-1]
-        write_obj(folder / "model.obj", vertices, faces)
-        hi, lo = vertices.max(axis=0), vertices.min(axis=0)
-        (folder / "bbox.txt").write_text(
-            "".join(" ".join(f"{v:.7f}" for v in row) + "\n" for row in (hi, lo))
+        write_camera_model(
+            folder, np.asarray(obj.mesh.vertices, dtype=np.float64) / obj.scale, obj.mesh.faces
         )
         self.written[model_id] = {"synset": synset, "scale": scale, "path": str(folder / "model.obj")}
 

@@ -390,8 +390,23 @@ class _ModelCache:
                 f"NOCS object model {path} not found (instance model '{model_id}'); the label names it, so "
                 f"{self.models_dir} must hold <synset>/<model_id>/model.obj as in NOCS's obj_models"
             )
+        from hoigen.datasets.export_nocs import read_camera_model
+
         entry = ObjectEntry(model_id, path, str(path.relative_to(self.models_dir.parent.parent)))
         asset = load_object(entry, units="m")
+        # CAMERA models are stored z-flipped: read them as NOCS/SPD do, into the frame of the labels
+        unflipped = read_camera_model(path)
+        asset = make_asset(
+            unflipped,
+            object_id=asset.id,
+            source=asset.source,
+            category=asset.category,
+            class_id=asset.class_id,
+            symmetry=asset.symmetry,
+            up=np.array([0.0, 1.0, 0.0]),
+            units="m",
+            repair=False,
+        )
         self._base[path] = asset
         if len(self._base) > self.size:
             self._base.popitem(last=False)
@@ -1237,8 +1252,6 @@ def _generate(
     """NOCS-layout HOI frames of built-in objects (one object and a hand per frame)."""
     import dataclasses
 
-    import trimesh
-
     from hoigen.objects import BuiltinSource
     from hoigen.render.shading import sample_appearance
     from hoigen.synth.recipe import stage_rngs
@@ -1313,10 +1326,9 @@ def _generate(
                 },
             )
             _write_frame(partial / folder, stem, hoi.frame, [line], _label(hoi.frame, placed), record)
-            model_file = models_dir / synset / obj.id / "model.obj"
-            model_file.parent.mkdir(parents=True, exist_ok=True)
-            normalised = trimesh.Trimesh(model.vertices / obj.scale, model.faces, process=False)
-            model_file.write_text(trimesh.exchange.obj.export_obj(normalised, include_normals=False))
+            from hoigen.datasets.export_nocs import write_camera_model
+
+            write_camera_model(models_dir / synset / obj.id, model.vertices / obj.scale, model.faces)
             names.append(name)
             records.append(
                 {
