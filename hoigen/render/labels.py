@@ -66,21 +66,25 @@ def pixel_hits(
         sel = np.flatnonzero(inst == instance)
         if len(sel) == 0:
             continue
-        tri = vertices[faces[face[sel]]]  # (n, 3, 3)
-        e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        # per-face terms once per mesh (far fewer faces than pixels), then gathered per pixel
+        v0 = vertices[faces[:, 0]]
+        e1 = vertices[faces[:, 1]] - v0
+        e2 = vertices[faces[:, 2]] - v0
         normal = np.cross(e1, e2)
-        d = rays[sel]
-        denom = np.einsum("ij,ij->i", normal, d)
-        safe = np.where(np.abs(denom) < 1e-18, 1e-18, denom)
-        t = np.einsum("ij,ij->i", normal, tri[:, 0]) / safe
-        p = d * t[:, None]
-        rel = p - tri[:, 0]
+        offset = np.einsum("ij,ij->i", normal, v0)
         d00, d01, d11 = (e1 * e1).sum(1), (e1 * e2).sum(1), (e2 * e2).sum(1)
-        d20, d21 = (rel * e1).sum(1), (rel * e2).sum(1)
         den = d00 * d11 - d01 * d01
         den = np.where(np.abs(den) < 1e-30, 1e-30, den)
-        b1 = (d11 * d20 - d01 * d21) / den
-        b2 = (d00 * d21 - d01 * d20) / den
+        f = face[sel]
+        d = rays[sel]
+        denom = np.einsum("ij,ij->i", normal[f], d)
+        safe = np.where(np.abs(denom) < 1e-18, 1e-18, denom)
+        p = d * (offset[f] / safe)[:, None]
+        rel = p - v0[f]
+        d20 = np.einsum("ij,ij->i", rel, e1[f])
+        d21 = np.einsum("ij,ij->i", rel, e2[f])
+        b1 = (d11[f] * d20 - d01[f] * d21) / den[f]
+        b2 = (d00[f] * d21 - d01[f] * d20) / den[f]
         bary[sel] = np.stack([1.0 - b1 - b2, b1, b2], axis=1)
         points[sel] = p
         back[sel] = denom > 0.0  # the ray runs along the normal: we see the triangle's back

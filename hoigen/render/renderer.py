@@ -244,13 +244,16 @@ class Renderer:
             ys, xs = hits.ys[sel], hits.xs[sel]
             x0, y0 = int(xs.min()), int(ys.min())
             labels[f"bbox_visib_{name}"] = [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
-            n = interpolate(hits, sel, faces, vnormals)
+            # one gather for every per-vertex attribute: normals, tracking colours (and canonical coordinates)
+            attributes = [vnormals, track] + ([obj_v] if inst == OBJECT_ID else [])
+            values = interpolate(hits, sel, faces, np.concatenate(attributes, axis=1))
+            n = values[:, 0:3]
             n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
             n[hits.backfacing[sel]] *= -1.0  # an open mesh seen from behind: report the side we see
             normal_img[ys, xs] = encode_unit_normals(n)
-            tracking[ys, xs] = np.clip(np.round(interpolate(hits, sel, faces, track) * 255.0), 0, 255)
+            tracking[ys, xs] = np.clip(np.round(values[:, 3:6] * 255.0), 0, 255)
             if inst == OBJECT_ID:
-                nocs_img[ys, xs] = encode_nocs(interpolate(hits, sel, faces, obj_v) / obj.scale)
+                nocs_img[ys, xs] = encode_nocs(values[:, 6:9] / obj.scale)
                 base = albedo(hits, sel, faces)
             else:
                 base = np.broadcast_to(appearance.skin, (len(sel), 3))
