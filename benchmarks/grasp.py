@@ -11,12 +11,24 @@ Per category (built-in NOCS objects, a new random shape per grasp; the YCB sampl
   the nearest edge buys;
 - baseline 2: the SDF used for contacts against trimesh's exact signed distance on the same hand vertices
   (speed ratio and error).
+
+GrabNet section (``--grabnet-n``, default 32 proposals per batch size, 0 skips it; needs torch and smplx): on one
+built-in can, with the synthetic MANO-shaped hand, proposals per second of ``GrabNetSampler.generate`` (CoarseNet
+sampling + 3 RefineNet iterations with the MANO layer, ungated) at batch sizes 1 and 32, next to contact-grasp
+candidates per second (candidates evaluated / seconds) of ``ContactGraspSampler`` with the same hand, same process.
+The networks are randomly initialised in GrabNet's released layout with a seeded random 4096-point BPS basis in a
+0.15 m ball, unless ``--grabnet DIR`` (or $HOIGEN_GRABNET_DIR) gives the real files. Random weights do not pass the
+quality gate, so this measures throughput only. ``--grabnet-only`` runs just this section.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,19 +112,140 @@ def sdf_baseline(obj, hand, grasp) -> dict:
     }
 
 
+def _timed(fn, calls: int) -> float:
+    """Seconds for ``calls`` calls of ``fn`` after one untimed warm-up call."""
+    fn(0)
+    start = time.perf_counter()
+    for k in range(calls):
+        fn(k + 1)
+    return time.perf_counter() - start
+
+
+def grabnet_section(n: int, seed: int, weights: str | None, budget_s: float = 45.0) -> dict | None:
+    """GrabNet proposals/s at batch 1 and 32 and contact candidates/s, same synthetic MANO hand and can."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("smplx") is None:
+        print("GrabNet section skipped: needs torch and smplx (pip install hoigen[mano])")
+        return None
+    import torch
+
+    from hoigen.grasping.grabnet import CoarseNet, GrabNet, GrabNetSampler, RefineNet
+    from hoigen.hands.mano import ManoHand
+    from hoigen.hands.synthetic import write_synthetic_mano
+
+    weights = weights or os.environ.get("HOIGEN_GRABNET_DIR") or None
+    if weights:
+        model, origin = GrabNet.load(weights), f"weights from {weights}"
+    else:
+        torch.manual_seed(seed)
+        gen = np.random.default_rng(seed)
+        direction = gen.normal(size=(4096, 3))
+        radius = 0.15 * gen.random((4096, 1)) ** (1 / 3)  # uniform in the ball
+        basis = direction / np.linalg.norm(direction, axis=1, keepdims=True) * radius
+        model, origin = GrabNet(CoarseNet(), RefineNet(), basis), "random weights, random BPS basis"
+    with tempfile.TemporaryDirectory() as tmp:
+        write_synthetic_mano(Path(tmp) / "MANO_RIGHT.pkl", np.random.default_rng(seed))
+        hand = ManoHand(tmp)
+    obj = BuiltinSource(("can",)).object_for(0, np.random.default_rng([seed, CATEGORIES.index("can"), 0]))
+    config = GraspConfig(method="grabnet", betas_std=0.0)
+    sampler = GrabNetSampler(obj, hand, config, model)
+
+    rows, start = [], time.perf_counter()
+    for batch in (1, 32):
+        calls = max(2, math.ceil(n / batch))
+        seconds = _timed(lambda k, b=batch: sampler.generate(np.random.default_rng([seed, b, k]), b), calls)
+        rows.append({"method": "grabnet", "batch": batch, "calls": calls, "per_s": calls * batch / seconds})
+
+    contact = ContactGraspSampler(obj, hand, GraspConfig())
+    candidates = passed = grasps = 0
+    t0 = time.perf_counter()
+    k = 0
+    while candidates < n or grasps == 0:
+        try:
+            g = contact.sample(np.random.default_rng([seed, 99, k]))
+            candidates, passed, grasps = candidates + g.attempts, passed + g.passed, grasps + 1
+        except GraspError as exc:
+            candidates += exc.candidates
+        k += 1
+        if time.perf_counter() - start > budget_s:
+            break
+    seconds = time.perf_counter() - t0
+    rows.append(
+        {
+            "method": "contact",
+            "batch": GraspConfig().candidates,
+            "calls": k,
+            "per_s": candidates / seconds,
+            "gate_pass_rate": passed / max(candidates, 1),
+        }
+    )
+    return {
+        "object": obj.id,
+        "hand": "synthetic MANO",
+        "weights": origin,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": bool(torch.cuda.is_available()),
+        "rows": rows,
+    }
+
+
+def print_grabnet(result: dict) -> None:
+    print()
+    print(
+        f"GrabNet vs contact on {result['object']}, {result['hand']} hand, {result['weights']}, "
+        f"torch threads {result['torch_threads']}, CPU"
+    )
+    print()
+    print("| method | batch | per second | note |")
+    print("|---|---|---|---|")
+    random = result["weights"].startswith("random")
+    note = "random weights do not pass the gate, throughput only" if random else "throughput only"
+    for row in result["rows"]:
+        if row["method"] == "grabnet":
+            print(
+                f"| GrabNet (CoarseNet + 3 RefineNet iterations + MANO) | {row['batch']} | "
+                f"{row['per_s']:.1f} proposals/s | ungated; {note} |"
+            )
+        else:
+            print(
+                f"| contact sampler | {row['batch']} per attempt | {row['per_s']:.1f} candidates/s | "
+                f"candidates evaluated / s, gate pass {row['gate_pass_rate']:.0%} |"
+            )
+    print()
+    print(
+        "GPU: not measured — a GPU number needs a GPU machine (none here; torch.cuda.is_available() = "
+        f"{result['cuda_available']}); GrabNetSampler runs its networks on the CPU."
+    )
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=8, help="grasps per category")
-    parser.add_argument("--ycb", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ycb")
+    parser.add_argument(
+        "--ycb", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ycb"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--grabnet-n", type=int, default=32, help="GrabNet proposals per batch size")
+    parser.add_argument("--grabnet", default=None, help="GrabNet folder, else random")
+    parser.add_argument("--grabnet-only", action="store_true", help="run only the GrabNet section")
     args = parser.parse_args()
+
+    if args.grabnet_only:
+        result = grabnet_section(max(args.grabnet_n, 1), args.seed, args.grabnet)
+        if result is not None:
+            print_grabnet(result)
+            if args.json:
+                args.json.write_text(json.dumps({"grabnet": result}, indent=1))
+        return
 
     hand = BuiltinHand()
     sets = {}
     for c, cat in enumerate(CATEGORIES):
         sets[cat] = [
-            BuiltinSource((cat,)).object_for(i, np.random.default_rng([args.seed, c, i])) for i in range(args.n)
+            BuiltinSource((cat,)).object_for(i, np.random.default_rng([args.seed, c, i]))
+            for i in range(args.n)
         ]
     if args.ycb.is_dir():
         folder = FolderSource(args.ycb)
@@ -158,6 +291,10 @@ def main():
         f"{s['trimesh_exact_ms']:.1f} ms ({s['speedup']:.0f}x faster); error within 1 cm of the surface: median "
         f"{s['median_error_mm_within_1cm']:.3f} mm, p99 {s['p99_error_mm_within_1cm']:.3f} mm"
     )
+    if args.grabnet_n > 0:
+        results["grabnet"] = grabnet_section(args.grabnet_n, args.seed, args.grabnet)
+        if results["grabnet"] is not None:
+            print_grabnet(results["grabnet"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -417,22 +417,20 @@ def test_too_large_object_is_refused(weights_dir, mano):
         sampler.sample(np.random.default_rng(0))
 
 
-def test_overfit_decoder_lands_on_its_training_grasp(mano, bottle, bottle_sdf):
-    """Train only CoarseNet's decoder on one contact grasp (fixed object, no rotation): any z must then decode,
-    through 6D -> Gram-Schmidt -> MANO, to that grasp, and the sampler must return it through the gate."""
-    target = ContactGraspSampler(bottle, mano, GraspConfig(betas_std=0.0), sdf=bottle_sdf).sample(
+def _overfit_grabnet(mano, obj, sdf, steps: int = 300):
+    """Train only CoarseNet's decoder on one contact grasp of ``obj`` (fixed object, no rotation), RefineNet's
+    updates zeroed (the sampled grasp is CoarseNet's). Returns (GrabNet model, the target Grasp)."""
+    target = ContactGraspSampler(obj, mano, GraspConfig(betas_std=0.0), sdf=sdf).sample(
         np.random.default_rng([2, 0])
     )
     torch.manual_seed(0)
     coarse, refine = CoarseNet(), RefineNet()
-    with torch.no_grad():  # RefineNet's updates are zero: the sampled grasp is CoarseNet's
+    with torch.no_grad():
         for layer in (refine.out_p, refine.out_t):
             layer.weight.zero_(), layer.bias.zero_()
     model = GrabNet(coarse, refine, _random_basis(7))
-    config = GraspConfig(method="grabnet", betas_std=0.0, candidates=4, max_attempts=1)
-    sampler = GrabNetSampler(bottle, mano, config, model, rotate="none", sdf=bottle_sdf)
 
-    bps = torch.from_numpy(bps_encode(model.basis, sampler.points)).float()[None]
+    bps = torch.from_numpy(bps_encode(model.basis, object_points(obj.mesh))).float()[None]
     target_rot = torch.from_numpy(axis_angle_to_matrix(target.params.full_pose())[0]).float()
     target_t = torch.from_numpy(target.params.transl[0]).float()
     layer = TorchManoLayer(mano.data)
@@ -440,12 +438,12 @@ def test_overfit_decoder_lands_on_its_training_grasp(mano, bottle, bottle_sdf):
     coarse.eval()  # BatchNorm from its (initial) running statistics; gradients still flow
     decoder = [p for name, p in coarse.named_parameters() if name.startswith("dec_")]
     opt = torch.optim.Adam(decoder, lr=1e-3)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 300, eta_min=1e-5)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-5)
     gen = torch.Generator().manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: extra threads only fight over a busy CPU
     try:
-        for _ in range(300):
+        for _ in range(steps):
             z = torch.randn(8, 16, generator=gen)
             pose6d, transl = coarse.decode(z, bps.expand(8, -1))
             rot = rot6d_to_matrix(pose6d.reshape(8, 16, 6))
@@ -456,6 +454,15 @@ def test_overfit_decoder_lands_on_its_training_grasp(mano, bottle, bottle_sdf):
             schedule.step()
     finally:
         torch.set_num_threads(threads)
+    return model, target
+
+
+def test_overfit_decoder_lands_on_its_training_grasp(mano, bottle, bottle_sdf):
+    """Train only CoarseNet's decoder on one contact grasp (fixed object, no rotation): any z must then decode,
+    through 6D -> Gram-Schmidt -> MANO, to that grasp, and the sampler must return it through the gate."""
+    model, target = _overfit_grabnet(mano, bottle, bottle_sdf)
+    config = GraspConfig(method="grabnet", betas_std=0.0, candidates=4, max_attempts=1)
+    sampler = GrabNetSampler(bottle, mano, config, model, rotate="none", sdf=bottle_sdf)
 
     g = sampler.sample(np.random.default_rng(11))
     assert g.method == "grabnet" and g.hand == "mano" and g.object_id == bottle.id
@@ -467,6 +474,56 @@ def test_overfit_decoder_lands_on_its_training_grasp(mano, bottle, bottle_sdf):
     assert config.passes(g.metrics) and g.passed >= 1
     again = sampler.sample(np.random.default_rng(11))
     assert again.params.hand_pose.tobytes() == g.params.hand_pose.tobytes()
+
+
+@pytest.mark.slow
+def test_synth_end_to_end_with_trained_grabnet_weights(mano, tmp_path):
+    """``hoigen synth --grasp grabnet --hand mano`` on weights saved like GrabNet's download (plain state dicts,
+    bps.npz with ``basis``): one sample of a folder object comes out with grasp method grabnet and the MANO hand.
+
+    The pipeline's sampler turns the object by a uniformly random rotation before GrabNet sees it (``rotate="full"``,
+    not configurable) and an overfit decoder knows one pose only, so the object is a ball: its BPS and its grasps are
+    (up to the surface sampling) invariant under rotation, so the overfit grasp stays a valid grasp whatever the
+    rotation. On the bottle of the overfit test the turned-back grasp misses or penetrates the object."""
+    import json
+    import tarfile
+
+    import trimesh
+
+    from hoigen.config import RunConfig
+    from hoigen.objects import FolderSource
+    from hoigen.synth.run import SynthJob, run_synth
+
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    trimesh.creation.icosphere(subdivisions=3, radius=0.035).export(objects / "ball.ply")
+    ball = FolderSource(objects).load(0)  # exactly the asset the run will load
+    model, _ = _overfit_grabnet(mano, ball, SurfaceSDF(ball.mesh, spacing=0.0005))
+    weights = tmp_path / "grabnet"
+    weights.mkdir()
+    torch.save(model.coarse.state_dict(), weights / "coarsenet.pt")
+    torch.save(model.refine.state_dict(), weights / "refinenet.pt")
+    np.savez(weights / "bps.npz", basis=model.basis)
+
+    config = RunConfig().replace(
+        objects={"source": str(objects)},
+        hand={"model": "mano", "mano": str(mano.path.parent)},
+        grasp={"method": "grabnet", "grabnet": str(weights)},
+        camera={"preset": "square-64"},
+        trajectory={"frames": 2},
+    )
+    out = tmp_path / "run"
+    run_synth(SynthJob(config, out, n=1, samples_per_shard=1), workers=1, progress=False)
+    shards = sorted((out / "shards").glob("*.tar"))
+    assert len(shards) == 1
+    with tarfile.open(shards[0]) as tar:
+        names = tar.getnames()
+        metas = [n for n in names if n.endswith(".meta.json")]
+        assert len(metas) == 1, names
+        meta = json.loads(tar.extractfile(metas[0]).read())
+    assert meta["grasp"]["method"] == "grabnet"
+    assert meta["hand"]["model"] == "mano"
+    assert meta["object"]["id"] == "ball"
 
 
 # --- hands and wiring ----------------------------------------------------------------------------------------------

@@ -59,10 +59,14 @@ class SequencePlanner:
     and the weights are loaded here, so those errors come before any sample is planned.
     """
 
-    def __init__(self, config: RunConfig, source, hand: HandModel, cache_size: int = 8):
+    def __init__(self, config: RunConfig, source, hand: HandModel, cache_size: int | None = None):
+        from hoigen.objects import BuiltinSource
+
         self.config = config
         self.source = source
         self.hand = hand
+        if cache_size is None:  # built-in objects never come round again: keep only the current one
+            cache_size = 1 if isinstance(source, BuiltinSource) else 8
         self._new_sampler = grasp_sampler_factory(config.grasp, hand)
         self._samplers: OrderedDict = OrderedDict()
         self._cache_size = cache_size
