@@ -20,6 +20,23 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _grasp_options(command):
+    """``--grasp`` and ``--grabnet``, shared by the commands that sample grasps."""
+    command = click.option(
+        "--grabnet",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="GrabNet folder (coarsenet.pt, refinenet.pt, bps.npz) [$HOIGEN_GRABNET_DIR]",
+    )(command)
+    return click.option(
+        "--grasp",
+        "grasp_method",
+        type=click.Choice(["contact", "grabnet"]),
+        default=None,
+        help="grasp method [contact]",
+    )(command)
+
+
 @click.group()
 @click.version_option(package_name="hoigen")
 def main():
@@ -36,19 +53,7 @@ def main():
     "--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes"
 )
 @click.option("--categories", default=None, help="comma-separated built-in categories (builtin:nocs only)")
-@click.option(
-    "--grasp",
-    "grasp_method",
-    type=click.Choice(["contact", "grabnet"]),
-    default=None,
-    help="grasp method [contact]",
-)
-@click.option(
-    "--grabnet",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="GrabNet folder (coarsenet.pt, refinenet.pt, bps.npz) [$HOIGEN_GRABNET_DIR]",
-)
+@_grasp_options
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("-v", "--verbose", count=True, help="-v info, -vv debug")
@@ -194,19 +199,7 @@ def _run_config(config_file, **sections) -> RunConfig:
 )
 @click.option("--size", type=(int, int), default=None, help="image size W H (square)")
 @click.option("--camera", "camera_preset", default=None, help="nocs-camera or square-N [square-512]")
-@click.option(
-    "--grasp",
-    "grasp_method",
-    type=click.Choice(["contact", "grabnet"]),
-    default=None,
-    help="grasp method [contact]",
-)
-@click.option(
-    "--grabnet",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="GrabNet folder (coarsenet.pt, refinenet.pt, bps.npz) [$HOIGEN_GRABNET_DIR]",
-)
+@_grasp_options
 @click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
 @click.option("--appearance", type=click.Choice(["render"]), default="render", show_default=True)

@@ -147,6 +147,39 @@ class Grasp:
         }
 
 
+def back_off_penetration(
+    params: HandParams,
+    vertices_of,
+    sdf: SurfaceSDF,
+    labels: np.ndarray,
+    steps: int = 4,
+    tolerance: float = 0.001,
+    open_factor: float = 0.85,
+) -> HandParams:
+    """Small de-penetration: while some vertex is deeper than ``tolerance`` (metres), open the finger it belongs to
+    (its joint rotations scaled by ``open_factor``) or, for the palm, push the hand out along the surface normal.
+
+    Args:
+        params: hand parameters (batch 1), object frame; vertices_of: params -> (V, 3) posed vertices;
+        labels: (V,) part labels (0 palm, 1..5 thumb..pinky).
+    """
+    for _ in range(steps):
+        d, nearest = sdf.query(vertices_of(params))
+        worst = int(np.argmin(d))
+        if d[worst] >= -tolerance:
+            break
+        part = int(labels[worst])
+        if part == 0:
+            push = sdf.normals[nearest[worst]] * (-d[worst] + 0.0003)
+            params = HandParams(params.global_orient, params.hand_pose, params.transl + push, params.betas)
+            continue
+        pose = params.hand_pose.copy()
+        for joint in FINGER_JOINTS[FINGERS[part - 1]]:
+            pose[0, (joint - 1) * 3 : joint * 3] *= open_factor
+        params = HandParams(params.global_orient, pose, params.transl, params.betas)
+    return params
+
+
 def score(metrics: dict) -> float:
     """Higher is better: fingers in contact, thumb opposition, palm support and spread; penetration costs."""
     return (
@@ -359,28 +392,8 @@ class ContactGraspSampler:
                 break  # resting on the surface already
         return params
 
-    def _resolve_penetration(
-        self, kin: _HandKinematics, params: HandParams, tolerance: float = 0.001
-    ) -> HandParams:
-        """Open fingers / back the hand off while some vertex is deeper than ``tolerance`` (metres)."""
-        for _ in range(4):
-            d, nearest = self.sdf.query(kin.pose(params).vertices[0])
-            worst = int(np.argmin(d))
-            if d[worst] >= -tolerance:
-                break
-            label = kin.labels[worst]
-            if label == 0:
-                push = self.sdf.normals[nearest[worst]] * (-d[worst] + 0.0003)
-                params = HandParams(
-                    params.global_orient, params.hand_pose, params.transl + push, params.betas
-                )
-                continue
-            pose = params.hand_pose.copy()
-            for joint in FINGER_JOINTS[FINGERS[label - 1]]:
-                sl = slice((joint - 1) * 3, joint * 3)
-                pose[0, sl] *= 0.85
-            params = HandParams(params.global_orient, pose, params.transl, params.betas)
-        return params
+    def _resolve_penetration(self, kin: _HandKinematics, params: HandParams) -> HandParams:
+        return back_off_penetration(params, lambda p: kin.pose(p).vertices[0], self.sdf, kin.labels)
 
     # -- public ---------------------------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator) -> Grasp:

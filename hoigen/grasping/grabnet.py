@@ -42,7 +42,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     ) from _exc
 
 from hoigen.geometry.rotations import matrix_to_axis_angle
-from hoigen.grasping.contact import Grasp, GraspConfig, GraspError, score
+from hoigen.grasping.contact import Grasp, GraspConfig, GraspError, back_off_penetration, score
 from hoigen.grasping.grabnet_data import (
     BPS_FILE,
     BPS_POINTS,
@@ -60,8 +60,6 @@ from hoigen.grasping.metrics import grasp_metrics
 from hoigen.grasping.sdf import SurfaceSDF
 from hoigen.hands.lbs import lbs
 from hoigen.hands.model import (
-    FINGER_JOINTS,
-    FINGERS,
     NUM_BETAS,
     NUM_JOINTS,
     HandModel,
@@ -547,25 +545,10 @@ class GrabNetSampler:
         return norm > 1e-9 and float(palm @ self.obj.up) / norm < -0.5
 
     def _repair(self, params: HandParams, tolerance: float = 0.001, steps: int = 6) -> HandParams:
-        """Small de-penetration: while a vertex is deeper than ``tolerance`` (metres), open the finger it belongs
-        to by 20 % or, for the palm, push the hand out along the surface normal."""
-        for _ in range(steps):
-            d, nearest = self.sdf.query(lbs(self.hand.data, params).vertices[0])
-            worst = int(np.argmin(d))
-            if d[worst] >= -tolerance:
-                break
-            part = int(self.labels[worst])
-            if part == 0:
-                push = self.sdf.normals[nearest[worst]] * (-d[worst] + 0.0003)
-                params = HandParams(
-                    params.global_orient, params.hand_pose, params.transl + push, params.betas
-                )
-                continue
-            pose = params.hand_pose.copy()
-            for joint in FINGER_JOINTS[FINGERS[part - 1]]:
-                pose[0, (joint - 1) * 3 : joint * 3] *= 0.8
-            params = HandParams(params.global_orient, pose, params.transl, params.betas)
-        return params
+        """Small de-penetration (see ``contact.back_off_penetration``), opening fingers by 20 % a step."""
+        return back_off_penetration(
+            params, lambda p: lbs(self.hand.data, p).vertices[0], self.sdf, self.labels, steps, tolerance, 0.8
+        )
 
     def sample(self, rng: np.random.Generator) -> Grasp:
         """The best gate-passing GrabNet grasp (method ``grabnet``), or :class:`GraspError` after
