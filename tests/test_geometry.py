@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from geometry_helpers import geodesic_angle, random_rotation
 from scipy.spatial.transform import Rotation
 
 from hoigen.geometry import (
@@ -25,22 +26,6 @@ from hoigen.geometry.camera import (
     sample_camera,
     square_intrinsics,
 )
-
-
-def geodesic_angle(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
-    """Angle (radians) of r1^T r2 for (..., 3, 3) rotations, accurate near 0 and near pi."""
-    rel = np.swapaxes(r1, -1, -2) @ r2
-    cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
-    sin = np.linalg.norm(rel - np.swapaxes(rel, -1, -2), axis=(-2, -1)) / (2.0 * np.sqrt(2.0))
-    return np.arctan2(sin, cos)
-
-
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def random_rotvecs(rng: np.random.Generator, n: int, max_angle: float = np.pi) -> np.ndarray:

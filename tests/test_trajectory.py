@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from geometry_helpers import geodesic_angle, random_rotation
 
 from hoigen.geometry import apply_transform, axis_angle_to_matrix, invert_transform, make_transform
 from hoigen.grasping.trajectory import (
@@ -37,22 +38,6 @@ class ShiftedHand(HandModel):
 @pytest.fixture(scope="module", params=["builtin", "shifted"])
 def hand(request):
     return BuiltinHand() if request.param == "builtin" else ShiftedHand()
-
-
-def geodesic_angle(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
-    """Angle (radians) of r1^T r2 for (..., 3, 3) rotations, accurate near 0 and near pi."""
-    rel = np.swapaxes(r1, -1, -2) @ r2
-    cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
-    sin = np.linalg.norm(rel - np.swapaxes(rel, -1, -2), axis=(-2, -1)) / (2.0 * np.sqrt(2.0))
-    return np.arctan2(sin, cos)
-
-
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
 
 
 def make_grasp(seed: int, betas_scale: float = 0.0) -> HandParams:

@@ -818,6 +818,16 @@ def _prepare_dir(path: Path, overwrite: bool) -> None:
         shutil.rmtree(path)
 
 
+def _publish(partial: Path, final: Path, report: dict, list_path: Path, lines: list[str]) -> None:
+    """Write the report into the finished ``partial`` folder, move it to ``final`` (replacing an older one) and
+    write the list file that points into it."""
+    (partial / "hoi_manifest.json").write_text(json.dumps(report, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    _write_list(list_path, lines)
+
+
 def _write_list(path: Path, names: list[str]) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text("".join(n + "\n" for n in names))
@@ -1220,11 +1230,7 @@ def _augment(
         "frames": records,
         "seconds": round(time.time() - started, 2),
     }
-    (partial / "hoi_manifest.json").write_text(json.dumps(report, indent=1))
-    if hoi_dir.exists():
-        shutil.rmtree(hoi_dir)
-    os.replace(partial, hoi_dir)
-    _write_list(out_camera / f"{split}_mixed_list.txt", mixed)
+    _publish(partial, hoi_dir, report, out_camera / f"{split}_mixed_list.txt", mixed)
     if report["shortfall"]:
         logger.warning(
             "%d of %d HOI frames written (%d originals failed); see the report's 'failed'",
@@ -1367,11 +1373,7 @@ def _generate(
         "frames": records,
         "seconds": round(time.time() - started, 2),
     }
-    (partial / "hoi_manifest.json").write_text(json.dumps(report, indent=1))
-    if split_dir.exists():
-        shutil.rmtree(split_dir)
-    os.replace(partial, split_dir)
-    _write_list(camera_dir / f"{split}_list.txt", names)
+    _publish(partial, split_dir, report, camera_dir / f"{split}_list.txt", names)
     return report
 
 
