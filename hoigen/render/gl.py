@@ -141,6 +141,8 @@ class IdRasterizer:
                 return super().get_program(vertex_shader, fragment_shader, geometry_shader, defines)
 
         self._renderer._renderer._program_cache = _IdShaders()
+        self._lean = False
+        self._install_lean_readback()
         _LIVE.add(self)
         self.width, self.height = width, height
         self.znear, self.zfar = znear, zfar
@@ -150,6 +152,41 @@ class IdRasterizer:
         self._flags = (
             pyrender.RenderFlags.FLAT | pyrender.RenderFlags.RGBA | pyrender.RenderFlags.SKIP_CULL_FACES
         )
+
+    def _install_lean_readback(self) -> None:
+        """pyrender reads back depth and converts it to metres on every pass; the id pass needs only its colour
+        buffer and the amodal passes only coverage. While ``self._lean`` is set, the renderer's readback returns
+        the RGBA image (colour passes) or a boolean coverage mask (depth-only passes) and nothing else."""
+        import types
+
+        from OpenGL import GL
+
+        inner = self._renderer._renderer
+        original = inner._read_main_framebuffer
+        owner = self
+        depth_only = self._pyrender.RenderFlags.DEPTH_ONLY
+
+        def read(renderer, scene, flags):
+            if not owner._lean:
+                return original(scene, flags)
+            width, height = renderer._main_fb_dims
+            GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, renderer._main_fb_ms)
+            GL.glBindFramebuffer(GL.GL_DRAW_FRAMEBUFFER, renderer._main_fb)
+            if flags & depth_only:
+                GL.glBlitFramebuffer(
+                    0, 0, width, height, 0, 0, width, height, GL.GL_DEPTH_BUFFER_BIT, GL.GL_NEAREST
+                )
+                GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, renderer._main_fb)
+                raw = GL.glReadPixels(0, 0, width, height, GL.GL_DEPTH_COMPONENT, GL.GL_FLOAT)
+                return np.frombuffer(raw, dtype=np.float32).reshape(height, width)[::-1] < 1.0
+            GL.glBlitFramebuffer(
+                0, 0, width, height, 0, 0, width, height, GL.GL_COLOR_BUFFER_BIT, GL.GL_NEAREST
+            )
+            GL.glBindFramebuffer(GL.GL_READ_FRAMEBUFFER, renderer._main_fb)
+            raw = GL.glReadPixels(0, 0, width, height, GL.GL_RGBA, GL.GL_UNSIGNED_BYTE)
+            return np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 4)[::-1], None
+
+        inner._read_main_framebuffer = types.MethodType(read, inner)
 
     def _mesh(self, vertices: np.ndarray, faces: np.ndarray, instance: int):
         pyrender = self._pyrender
@@ -190,12 +227,15 @@ class IdRasterizer:
         if entry is not None:
             self._scene.remove_node(entry[0])
 
-    def rasterize(self, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rasterize(
+        self, K: np.ndarray, depth: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Render the placed meshes with intrinsics ``K`` (3, 3), OpenCV convention.
 
         Returns:
             instance: (H, W) uint8, 0 where no surface; face: (H, W) int64 triangle index within its mesh, -1
-            where none; depth: (H, W) float32 metres along z (0 where none).
+            where none; depth: (H, W) float32 metres along z from the depth buffer (0 where none), or None when
+            ``depth`` is False (the renderer computes exact depth from the hits and skips the readback).
         """
         pyrender = self._pyrender
         K = np.asarray(K, dtype=np.float64)
@@ -205,10 +245,14 @@ class IdRasterizer:
         if self._camera_node is not None:
             self._scene.remove_node(self._camera_node)
         self._camera_node = self._scene.add(camera, pose=np.eye(4))
-        color, depth = self._render(self._flags)
+        self._lean = not depth
+        try:
+            color, depth_m = self._render(self._flags)
+        finally:
+            self._lean = False
         c = color.astype(np.int64)
         face = c[..., 0] + (c[..., 1] << 8) + (c[..., 2] << 16) - 1
-        return color[..., 3].copy(), face, depth
+        return color[..., 3].copy(), face, depth_m
 
     def coverage(self, key) -> np.ndarray:
         """(H, W) bool: where the mesh ``key`` alone covers the image (its amodal mask), from a depth-only pass
@@ -218,12 +262,14 @@ class IdRasterizer:
             raise KeyError(f"no mesh {key!r} placed")
         for k, node in nodes.items():
             node.mesh.is_visible = k == key
+        self._lean = True
         try:
-            depth = self._render(self._pyrender.RenderFlags.DEPTH_ONLY)
+            covered = self._render(self._pyrender.RenderFlags.DEPTH_ONLY)
         finally:
+            self._lean = False
             for node in nodes.values():
                 node.mesh.is_visible = True
-        return depth > 0
+        return covered
 
     def _render(self, flags):
         _SINGLE_SAMPLE["active"] = True

@@ -215,7 +215,7 @@ class Renderer:
         raster = self.raster
         raster.set_mesh("object", obj_v, obj_f, OBJECT_ID, T_cam_obj)
         raster.set_mesh("hand", hand_v, hand_f, HAND_ID, np.eye(4))
-        instance, face, _ = raster.rasterize(K)
+        instance, face, _ = raster.rasterize(K, depth=False)
         obj_cam = apply_transform(T_cam_obj, obj_v)
         meshes = {OBJECT_ID: (obj_cam, obj_f), HAND_ID: (hand_v, hand_f)}
         hits = pixel_hits(instance, face, meshes, K)
@@ -261,10 +261,18 @@ class Renderer:
             rgb8[ys, xs] = np.clip(np.round(shaded * 255.0), 0, 255)
 
         if cfg.amodal:
-            for name, key, inst in (("obj", "object", OBJECT_ID), ("hand", "hand", HAND_ID)):
-                full = raster.coverage(key) | (instance == inst)
-                count = int(np.count_nonzero(full))
-                labels[f"bbox_{name}"] = bbox_xywh(full)
+            others = {OBJECT_ID: HAND_ID, HAND_ID: OBJECT_ID}
+            for name, key, inst, verts in (
+                ("obj", "object", OBJECT_ID, obj_cam),
+                ("hand", "hand", HAND_ID, hand_v),
+            ):
+                if _may_be_occluded(verts, hits, others[inst], K, W, H):
+                    full = raster.coverage(key) | (instance == inst)
+                    count = int(np.count_nonzero(full))
+                    labels[f"bbox_{name}"] = bbox_xywh(full)
+                else:  # nothing can hide it: its amodal mask is its visible mask (no depth pass needed)
+                    count = labels[f"px_count_visib_{name}"]
+                    labels[f"bbox_{name}"] = labels[f"bbox_visib_{name}"]
                 labels[f"px_count_all_{name}"] = count
                 visible = labels[f"px_count_visib_{name}"]
                 labels[f"visib_fract_{name}"] = float(visible / count) if count else 0.0
@@ -279,6 +287,26 @@ class Renderer:
             tracking=tracking,
             labels=labels,
         )
+
+
+def _may_be_occluded(
+    vertices: np.ndarray, hits, occluder: int, K: np.ndarray, width: int, height: int
+) -> bool:
+    """Whether some visible pixel of instance ``occluder`` lies inside the box of ``vertices`` (V, 3, camera frame)
+    projected to the image — the only place it could hide them. Exact test for skipping an amodal pass: a mesh's
+    silhouette lies inside the box of its projected vertices when every vertex is in front of the camera."""
+    z = vertices[:, 2]
+    if (z <= 1e-6).any():
+        return True  # a vertex at or behind the camera: no bound from projection
+    u = K[0, 0] * vertices[:, 0] / z + K[0, 2]
+    v = K[1, 1] * vertices[:, 1] / z + K[1, 2]
+    sel = hits.instance == occluder
+    if not sel.any():
+        return False
+    xs, ys = hits.xs[sel], hits.ys[sel]
+    inside = (xs >= np.floor(u.min()) - 1) & (xs <= np.ceil(u.max()) + 1)
+    inside &= (ys >= np.floor(v.min()) - 1) & (ys <= np.ceil(v.max()) + 1)
+    return bool(inside.any())
 
 
 __all__ = ["HAND_ID", "INSTANCES", "OBJECT_ID", "FrameRender", "HandParams", "Renderer", "SequenceRender"]
