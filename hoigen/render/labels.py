@@ -101,9 +101,10 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(V, 3) area-weighted unit vertex normals (outward for consistently wound meshes)."""
     tri = vertices[faces]
     face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 x area
-    out = np.zeros_like(vertices, dtype=np.float64)
-    for k in range(3):
-        np.add.at(out, faces[:, k], face_n)
+    corners = faces.reshape(-1)
+    out = np.stack(
+        [np.bincount(corners, weights=np.repeat(face_n[:, c], 3), minlength=len(vertices)) for c in range(3)], axis=1
+    )
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norm < 1e-20, 1.0, norm)
 
