@@ -147,6 +147,41 @@ class Grasp:
         }
 
 
+class GateSelection:
+    """The quality gate applied to a stream of candidates, shared by every grasp sampler: per attempt the best
+    passing candidate by score; over all attempts the counts and the best failing candidate (for the error)."""
+
+    def __init__(self, config: GraspConfig):
+        self.config = config
+        self.tried = self.passed = 0
+        self.best_failed: dict | None = None
+        self.best: tuple | None = None
+
+    def new_attempt(self) -> None:
+        self.best = None
+
+    def offer(self, params: HandParams, metrics: dict, info: dict) -> None:
+        """Judge one evaluated candidate (``metrics`` must hold ``score``)."""
+        if not self.config.passes(metrics):
+            if self.best_failed is None or metrics["score"] > self.best_failed["score"]:
+                self.best_failed = metrics
+            return
+        self.passed += 1
+        if self.best is None or metrics["score"] > self.best[1]["score"]:
+            self.best = (params, metrics, info)
+
+    def failure_detail(self) -> str | None:
+        """The best failing candidate's numbers, or None when no candidate was judged."""
+        m = self.best_failed
+        if m is None:
+            return None
+        return (
+            f"best candidate: {m['num_fingers_in_contact']} fingers in contact, thumb "
+            f"{'yes' if m['thumb_contact'] else 'no'}, thumb opposition {m['thumb_opposition']:.2f}, "
+            f"penetration {m['max_penetration_mm']:.1f} mm"
+        )
+
+
 def back_off_penetration(
     params: HandParams,
     vertices_of,
@@ -400,16 +435,15 @@ class ContactGraspSampler:
         """The best gate-passing grasp, or :class:`GraspError` after ``max_attempts`` batches."""
         cfg = self.config
         threshold = cfg.contact_threshold_mm / 1000.0
-        tried = passed = 0
-        best_failed = None
+        gate = GateSelection(cfg)
         for _attempt in range(cfg.max_attempts):
             betas = np.zeros(NUM_BETAS)
             if cfg.betas_std > 0:
                 betas = np.clip(rng.normal(0.0, cfg.betas_std, NUM_BETAS), -2.5, 2.5)
             kin = self._kinematics(betas)
-            best = None
+            gate.new_attempt()
             for _ in range(cfg.candidates):
-                tried += 1
+                gate.tried += 1
                 found = self._candidate(kin, rng)
                 if found is None:
                     continue
@@ -417,28 +451,16 @@ class ContactGraspSampler:
                 verts = kin.pose(params).vertices[0]
                 metrics = grasp_metrics(verts, kin.data.faces, kin.labels, self.sdf, threshold)
                 metrics["score"] = score(metrics)
-                if not cfg.passes(metrics):
-                    if best_failed is None or metrics["score"] > best_failed["score"]:
-                        best_failed = metrics
-                    continue
-                passed += 1
-                if best is None or metrics["score"] > best[1]["score"]:
-                    best = (params, metrics, approach)
-            if best is not None:
-                params, metrics, approach = best
-                return Grasp(params, metrics, "contact", self.hand.name, self.obj.id, approach, tried, passed)
-        detail = (
-            "no candidate touched the object"
-            if best_failed is None
-            else (
-                f"best candidate: {best_failed['num_fingers_in_contact']} fingers in contact, thumb "
-                f"{'yes' if best_failed['thumb_contact'] else 'no'}, thumb opposition "
-                f"{best_failed['thumb_opposition']:.2f}, penetration {best_failed['max_penetration_mm']:.1f} mm"
-            )
-        )
+                gate.offer(params, metrics, approach)
+            if gate.best is not None:
+                params, metrics, approach = gate.best
+                return Grasp(
+                    params, metrics, "contact", self.hand.name, self.obj.id, approach, gate.tried, gate.passed
+                )
+        detail = gate.failure_detail() or "no candidate touched the object"
         raise GraspError(
-            tried,
-            f"no grasp of {self.obj.id} passed the quality gate after {tried} candidates ({detail}); "
+            gate.tried,
+            f"no grasp of {self.obj.id} passed the quality gate after {gate.tried} candidates ({detail}); "
             "relax the gate (e.g. min_fingers_in_contact) or raise max_attempts",
         )
 

@@ -42,7 +42,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
     ) from _exc
 
 from hoigen.geometry.rotations import matrix_to_axis_angle
-from hoigen.grasping.contact import Grasp, GraspConfig, GraspError, back_off_penetration, score
+from hoigen.grasping.contact import GateSelection, Grasp, GraspConfig, GraspError, back_off_penetration, score
 from hoigen.grasping.grabnet_data import (
     BPS_FILE,
     BPS_POINTS,
@@ -556,14 +556,14 @@ class GrabNetSampler:
         cfg = self.config
         if self.problem is not None:
             raise GraspError(0, f"GrabNet cannot grasp {self.obj.id}: {self.problem}")
-        tried = passed = below = 0
-        best_failed = None
+        gate = GateSelection(cfg)
+        below = 0
         for _attempt in range(cfg.max_attempts):
             batch = self.generate(rng)
             verts = lbs(self.hand.data, batch.params).vertices
-            best = None
+            gate.new_attempt()
             for i in range(batch.params.batch_size):
-                tried += 1
+                gate.tried += 1
                 params = batch.params[i]
                 if self._from_below(verts[i]):
                     below += 1
@@ -574,31 +574,24 @@ class GrabNetSampler:
                     fixed_metrics = self._metrics(fixed)
                     if cfg.passes(fixed_metrics) or fixed_metrics["score"] > metrics["score"]:
                         params, metrics, repaired = fixed, fixed_metrics, True
-                if not cfg.passes(metrics):
-                    if best_failed is None or metrics["score"] > best_failed["score"]:
-                        best_failed = metrics
-                    continue
-                passed += 1
-                if best is None or metrics["score"] > best[1]["score"]:
-                    info = {
-                        "grabnet_rotation": batch.rotations[i].tolist(),
-                        "z": batch.z[i].tolist(),
-                        "repaired": repaired,
-                        "rotate": self.rotate,
-                    }
-                    best = (params, metrics, info)
-            if best is not None:
-                params, metrics, info = best
-                return Grasp(params, metrics, "grabnet", self.hand.name, self.obj.id, info, tried, passed)
-        if best_failed is None:
+                info = {
+                    "grabnet_rotation": batch.rotations[i].tolist(),
+                    "z": batch.z[i].tolist(),
+                    "repaired": repaired,
+                    "rotate": self.rotate,
+                }
+                gate.offer(params, metrics, info)
+            if gate.best is not None:
+                params, metrics, info = gate.best
+                return Grasp(
+                    params, metrics, "grabnet", self.hand.name, self.obj.id, info, gate.tried, gate.passed
+                )
+        tried = gate.tried
+        detail = gate.failure_detail()
+        if detail is None:
             detail = f"{below} candidates approached from below" if below else "no candidate was evaluated"
-        else:
-            detail = (
-                f"best candidate: {best_failed['num_fingers_in_contact']} fingers in contact, thumb "
-                f"{'yes' if best_failed['thumb_contact'] else 'no'}, thumb opposition "
-                f"{best_failed['thumb_opposition']:.2f}, penetration {best_failed['max_penetration_mm']:.1f} mm"
-                + (f"; {below} approached from below" if below else "")
-            )
+        elif below:
+            detail += f"; {below} approached from below"
         raise GraspError(
             tried,
             f"no GrabNet grasp of {self.obj.id} passed the quality gate after {tried} candidates ({detail}); "

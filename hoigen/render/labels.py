@@ -103,7 +103,8 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 x area
     corners = faces.reshape(-1)
     out = np.stack(
-        [np.bincount(corners, weights=np.repeat(face_n[:, c], 3), minlength=len(vertices)) for c in range(3)], axis=1
+        [np.bincount(corners, weights=np.repeat(face_n[:, c], 3), minlength=len(vertices)) for c in range(3)],
+        axis=1,
     )
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norm < 1e-20, 1.0, norm)
