@@ -55,6 +55,8 @@ python_env() {
   "${pip[@]}" -e ".[all,test,dev]"
   # pyrender pins PyOpenGL 3.1.0, whose OSMesa binding is broken; 3.1.7 works with EGL and OSMesa.
   "${pip[@]}" --no-deps "PyOpenGL==3.1.7" 2>/dev/null
+  # CLIP's BPE vocabulary ships inside open-clip-torch; its torchvision dependency must not replace the CPU torch.
+  "${pip[@]}" --no-deps "open-clip-torch>=2.20"
   echo "$want" > "$stamp"
 }
 
