@@ -454,7 +454,7 @@ def export(fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, i
     """Export shards to the NOCS (CAMERA) layout, COCO or BOP."""
     try:
         if fmt == "nocs":
-            from hoigen.datasets.export_nocs import export_nocs
+            from hoigen.exports.nocs import export_nocs
 
             summary = export_nocs(
                 shards_dir,
@@ -467,11 +467,11 @@ def export(fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, i
                 class0=class0,
             )
         elif fmt == "coco":
-            from hoigen.datasets.export_coco import export_coco
+            from hoigen.exports.coco import export_coco
 
             summary = export_coco(shards_dir, out_dir, image=image, overwrite=overwrite, progress=True)
         else:
-            from hoigen.datasets.export_bop import export_bop
+            from hoigen.exports.bop import export_bop
 
             summary = export_bop(
                 shards_dir,
@@ -516,7 +516,7 @@ def nocs_augment_cmd(nocs_root, out, ratio, mode, num_frames, split, class0, see
     """HOIDiffusion's recipe: hands grasping NOCS objects in their poses, written in NOCS layout + mixed list."""
     from tqdm import tqdm
 
-    from hoigen.datasets.nocs_augment import nocs_augment
+    from hoigen.exports.nocs_augment import nocs_augment
 
     with tqdm(unit="frame", desc="nocs-augment", dynamic_ncols=True) as bar:
 

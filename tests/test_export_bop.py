@@ -1,4 +1,4 @@
-"""``hoigen.datasets.export_bop`` on tiny real datasets: BOP fields, units, models and masks against the shards.
+"""``hoigen.exports.bop`` on tiny real datasets: BOP fields, units, models and masks against the shards.
 
 Two small synth runs are made once for the module: a built-in one (3 samples of 2 frames at 128 px: a bottle, a
 bowl and a camera, so one model per sample) exported with 2 images per scene, and a folder one (two cylinders,
@@ -21,14 +21,14 @@ import trimesh  # noqa: E402
 from scipy.spatial.distance import cdist  # noqa: E402
 
 from hoigen.config import RunConfig  # noqa: E402
-from hoigen.datasets.export_bop import (  # noqa: E402
+from hoigen.datasets.reader import open_frames  # noqa: E402
+from hoigen.exports.bop import (  # noqa: E402
     export_bop,
     mesh_diameter,
     model_info,
     object_silhouette,
     write_ply,
 )
-from hoigen.datasets.reader import open_frames  # noqa: E402
 from hoigen.render.png import decode_png  # noqa: E402
 from hoigen.synth.run import SynthJob, run_synth  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""``hoigen.datasets.export_coco`` on a tiny real dataset, checked through pycocotools.
+"""``hoigen.exports.coco`` on a tiny real dataset, checked through pycocotools.
 
 One small synth run (3 samples of 2 frames at 128 px: a bottle, a bowl and a camera) and one export of it are
 made once for the module; every annotation is compared with the shard it came from.
@@ -20,7 +20,8 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
 from hoigen.config import RunConfig  # noqa: E402
-from hoigen.datasets.export_coco import (  # noqa: E402
+from hoigen.datasets.reader import open_frames  # noqa: E402
+from hoigen.exports.coco import (  # noqa: E402
     FIRST_EXTRA_CATEGORY_ID,
     HAND_CATEGORY_ID,
     KEYPOINT_DEPTH_TOLERANCE_M,
@@ -31,7 +32,6 @@ from hoigen.datasets.export_coco import (  # noqa: E402
     object_categories,
     png_size,
 )
-from hoigen.datasets.reader import open_frames  # noqa: E402
 from hoigen.hands.model import OPENPOSE_NAMES  # noqa: E402
 from hoigen.render.conditions import SKELETON_EDGES  # noqa: E402
 from hoigen.render.png import decode_png, encode_png  # noqa: E402

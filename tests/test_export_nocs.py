@@ -1,4 +1,4 @@
-"""``hoigen.datasets.export_nocs`` read back the way NOCS / SPD readers read the CAMERA layout.
+"""``hoigen.exports.nocs`` read back the way NOCS / SPD readers read the CAMERA layout.
 
 Ground truth is a tiny real run at NOCS's 640 x 480 camera (3 samples x 4 frames, so 12 images: one full folder of
 10 and a second one) and a folder run at 128 x 128 with a NOCS-class object (``025_mug``, a cylinder) and a class-0
@@ -25,8 +25,8 @@ pytest.importorskip("webdataset")
 trimesh = pytest.importorskip("trimesh")
 
 from hoigen.config import RunConfig  # noqa: E402
-from hoigen.datasets.export_nocs import adjust_intrinsics, crop_resize_geometry, export_nocs  # noqa: E402
 from hoigen.datasets.reader import open_sequences  # noqa: E402
+from hoigen.exports.nocs import adjust_intrinsics, crop_resize_geometry, export_nocs  # noqa: E402
 from hoigen.geometry.transforms import umeyama  # noqa: E402
 from hoigen.objects.categories import NOCS_SYNSETS  # noqa: E402
 from hoigen.render.png import decode_png, encode_png  # noqa: E402
@@ -553,7 +553,7 @@ def test_camera_model_round_trip_undoes_the_z_flip(tmp_path):
     """CAMERA ships model.obj with z negated; writing then reading the NOCS way returns the canonical model."""
     import trimesh
 
-    from hoigen.datasets.export_nocs import read_camera_model, write_camera_model
+    from hoigen.exports.nocs import read_camera_model, write_camera_model
     from hoigen.objects.builtin import make_builtin_object
 
     camera = make_builtin_object("camera", np.random.default_rng(0))  # asymmetric: a mirror image would show

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from hoigen.datasets.export_nocs import write_camera_model
+from hoigen.exports.nocs import write_camera_model
 
 cv2 = pytest.importorskip("cv2")  # the render extra
 
-from hoigen.datasets.nocs_augment import (  # noqa: E402
+from hoigen.exports.nocs_augment import (  # noqa: E402
     CAMERA_DEPTH_INVALID,
     MIN_HAND_PIXELS,
     nocs_augment,

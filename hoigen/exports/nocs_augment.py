@@ -390,7 +390,7 @@ class _ModelCache:
                 f"NOCS object model {path} not found (instance model '{model_id}'); the label names it, so "
                 f"{self.models_dir} must hold <synset>/<model_id>/model.obj as in NOCS's obj_models"
             )
-        from hoigen.datasets.export_nocs import read_camera_model
+        from hoigen.exports.nocs import read_camera_model
 
         entry = ObjectEntry(model_id, path, str(path.relative_to(self.models_dir.parent.parent)))
         asset = load_object(entry, units="m")
@@ -1332,7 +1332,7 @@ def _generate(
                 },
             )
             _write_frame(partial / folder, stem, hoi.frame, [line], _label(hoi.frame, placed), record)
-            from hoigen.datasets.export_nocs import write_camera_model
+            from hoigen.exports.nocs import write_camera_model
 
             write_camera_model(models_dir / synset / obj.id, model.vertices / obj.scale, model.faces)
             names.append(name)
