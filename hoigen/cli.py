@@ -252,7 +252,7 @@ def synth(
     from hoigen.datasets.shards import ShardWriteError
     from hoigen.objects import ObjectError
     from hoigen.render.gl import RenderError
-    from hoigen.synth.run import SynthJob, run_synth
+    from hoigen.synth.run import SynthInterrupted, SynthJob, run_synth
 
     del appearance, video, resume  # single choices for now; finished shards are always kept
     try:
@@ -278,6 +278,19 @@ def synth(
         summary = run_synth(
             job, workers=workers, executor=executor, shard_range=span, ray_address=ray_address
         )
+    except SynthInterrupted as exc:
+        click.echo(
+            f"interrupted by {exc.signal_name}: finished shards in {out / 'shards'} are kept; rerun the same "
+            "command to resume",
+            err=True,
+        )
+        raise click.exceptions.Exit(143 if exc.signal_name == "SIGTERM" else 130) from None
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: finished shards in {out / 'shards'} are kept; rerun the same command to resume",
+            err=True,
+        )
+        raise click.exceptions.Exit(130) from None
     except (ValueError, ImportError, ObjectError, RenderError, ShardWriteError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     frames_made = summary.samples * config.trajectory.total_frames
