@@ -463,8 +463,12 @@ def inspect(shards_dir, as_json):
 )
 @click.option("--images-per-scene", type=click.IntRange(min=1), default=1000, show_default=True, help="BOP")
 @click.option("--overwrite", is_flag=True, help="COCO/BOP: replace an existing export in OUT_DIR")
-def export(fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, images_per_scene, overwrite):
+@click.option("--no-verify", is_flag=True, help="do not check the shards against the manifest (sha256, counts)")
+def export(
+    fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, images_per_scene, overwrite, no_verify
+):
     """Export shards to the NOCS (CAMERA) layout, COCO or BOP."""
+    checks = {"verify": False} if no_verify else {}  # the exporters verify by default
     try:
         if fmt == "nocs":
             from hoigen.exports.nocs import export_nocs
@@ -478,11 +482,14 @@ def export(fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, i
                 height=size[1],
                 camera_depth=camera_depth,
                 class0=class0,
+                **checks,
             )
         elif fmt == "coco":
             from hoigen.exports.coco import export_coco
 
-            summary = export_coco(shards_dir, out_dir, image=image, overwrite=overwrite, progress=True)
+            summary = export_coco(
+                shards_dir, out_dir, image=image, overwrite=overwrite, progress=True, **checks
+            )
         else:
             from hoigen.exports.bop import export_bop
 
@@ -493,10 +500,33 @@ def export(fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, i
                 images_per_scene=images_per_scene,
                 overwrite=overwrite,
                 progress=True,
+                **checks,
             )
     except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(summary, indent=1, default=str))
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--decode", is_flag=True, help="also decode every image and array member (slower)")
+def verify(out, decode):
+    """Check a whole dataset: every shard against the manifest (size, sha256, samples, frames), stored files."""
+    from hoigen.datasets.integrity import ShardIntegrityError, verify_dataset
+
+    try:
+        report = verify_dataset(out, decode=decode)
+    except (FileNotFoundError, ShardIntegrityError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report["warnings"]:
+        click.echo(f"warning: {line}", err=True)
+    for line in report["errors"]:
+        click.echo(f"error: {line}", err=True)
+    if report["errors"]:
+        raise click.ClickException(
+            f"{len(report['errors'])} problem(s) in {out}: the dataset is damaged (see above)"
+        )
+    click.echo(f"ok: {report['shards']} shards, {report['samples']} samples in {out} match the manifest")
 
 
 @main.command("nocs-augment")

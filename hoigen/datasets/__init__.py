@@ -19,6 +19,8 @@ _LAZY = {
     "to_torch": "hoigen.datasets.reader",
     "collate": "hoigen.datasets.reader",
     "ShardFormatError": "hoigen.datasets.reader",
+    "ShardIntegrityError": "hoigen.datasets.integrity",
+    "verify_dataset": "hoigen.datasets.integrity",
     "dataset_statistics": "hoigen.datasets.inspect",
     "format_statistics": "hoigen.datasets.inspect",
 }

@@ -47,6 +47,11 @@ only partially), so use ``DataLoader(ds, batch_size=None, collate_fn=to_torch)``
 With ``resampled=True`` shards are drawn with replacement forever (each worker independently); bound an epoch
 yourself (e.g. ``.with_epoch(n)``).
 
+**Integrity** — by default each local shard is checked against the output folder's manifest (or the shard's
+record) just before it is read: size, sha256, sample count and frames per sample. A mismatch raises
+:class:`~hoigen.datasets.integrity.ShardIntegrityError` naming the shard and the member that is cut, missing or
+changed; ``verify=False`` skips the check (shards without a manifest entry or record are read unverified).
+
 **Errors** — a sample that lacks a required member (``meta.json``, ``points.npy``, ``points_label.npy`` or a
 frame image) raises :class:`ShardFormatError` naming the sample key, the shard and the missing member. Pass
 ``handler=webdataset.warn_and_continue`` (or ``ignore_and_continue``) to log and skip bad samples / shards instead.
@@ -64,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hoigen.datasets.integrity import ShardIntegrityError as ShardIntegrityError  # re-exported
 from hoigen.datasets.shards import IMAGE_MEMBERS
 
 logger = logging.getLogger(__name__)
@@ -312,20 +318,27 @@ def _split_frames(sequences: Iterable[dict]) -> Iterator[dict]:
 # datasets
 
 
-def _pipeline(source, *, shuffle: int, decode: bool, resampled: bool, handler, seed):
+def _pipeline(source, *, shuffle: int, decode: bool, resampled: bool, handler, seed, verify: bool = True):
     import webdataset as wds
 
     urls = resolve_shards(source)
     handler = wds.reraise_exception if handler is None else handler
     if shuffle < 0:
         raise ValueError(f"shuffle must be >= 0 (a buffer size), got {shuffle}")
+    splitter = wds.split_by_worker
+    if verify:
+        from hoigen.datasets.integrity import shard_expectations, verifying_splitter
+
+        expectations = shard_expectations(urls)
+        if expectations:  # each worker checks the shards it reads, just before reading them
+            splitter = functools.partial(verifying_splitter, splitter=splitter, expectations=expectations)
     dataset = wds.WebDataset(
         urls,
         handler=handler,
         resampled=resampled,
         shardshuffle=False if resampled or not shuffle else max(len(urls), 1),
         nodesplitter=wds.split_by_node,
-        workersplitter=wds.split_by_worker,
+        workersplitter=splitter,
         empty_check=False,  # a worker may get no shard when there are fewer shards than workers
         seed=seed,
     )
@@ -342,6 +355,7 @@ def open_sequences(
     resampled: bool = False,
     handler=None,
     seed: int | None = None,
+    verify: bool = True,
 ):
     """A ``webdataset.WebDataset`` (a torch ``IterableDataset``) of grasp sequences from ``source``.
 
@@ -355,12 +369,15 @@ def open_sequences(
         handler: WebDataset exception handler; default re-raises (e.g. :class:`ShardFormatError`),
             ``webdataset.warn_and_continue`` logs and skips.
         seed: seed of the shard / sample shuffles (None: random).
+        verify: check each local shard against the manifest (or its record) before reading it: size, sha256,
+            sample and frame counts (:mod:`hoigen.datasets.integrity`); False reads shards as they are.
 
     Raises:
         FileNotFoundError: the folder or a local shard does not exist, or a folder holds no manifest and no shards.
+        ShardIntegrityError: (while iterating) a shard is truncated or damaged, naming the shard and member.
     """
     dataset = _pipeline(
-        source, shuffle=shuffle, decode=decode, resampled=resampled, handler=handler, seed=seed
+        source, shuffle=shuffle, decode=decode, resampled=resampled, handler=handler, seed=seed, verify=verify
     )
     if shuffle:
         dataset = dataset.shuffle(shuffle, seed=seed)
@@ -375,6 +392,7 @@ def open_frames(
     resampled: bool = False,
     handler=None,
     seed: int | None = None,
+    verify: bool = True,
 ):
     """Like :func:`open_sequences`, but yields single frames (``shuffle`` is then a buffer of frames).
 
@@ -386,7 +404,7 @@ def open_frames(
     ``depth_scale``, ``points`` ((N, 3), this frame's points) and ``points_label`` ((N,)).
     """
     dataset = _pipeline(
-        source, shuffle=shuffle, decode=decode, resampled=resampled, handler=handler, seed=seed
+        source, shuffle=shuffle, decode=decode, resampled=resampled, handler=handler, seed=seed, verify=verify
     )
     dataset = dataset.compose(_split_frames)
     if shuffle:

@@ -400,6 +400,7 @@ def export_bop(
     objects: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    verify: bool = True,
 ) -> dict:
     """Write the frames of ``shards`` in the BOP layout under ``out`` (see the module docstring).
 
@@ -412,14 +413,17 @@ def export_bop(
         overwrite: replace an existing export in ``out`` (its ``<split>/`` and ``models/`` folders); otherwise an
             existing one is a ``FileExistsError``.
         progress: show a progress bar (frames).
+        verify: check every shard against its manifest first (``hoigen.datasets.integrity``); every copied image
+            is decoded either way.
 
     Returns:
         a summary: ``images``, ``scenes``, ``objects`` (models written), ``split_dir`` and ``models_dir``.
     """
     from tqdm import tqdm
 
+    from hoigen.datasets.integrity import decoded_png
     from hoigen.datasets.reader import open_sequences
-    from hoigen.render.png import decode_png, encode_png
+    from hoigen.render.png import encode_png
 
     if isinstance(images_per_scene, bool) or not isinstance(images_per_scene, int) or images_per_scene < 1:
         raise ValueError(f"images_per_scene must be an int >= 1, got {images_per_scene!r}")
@@ -434,7 +438,7 @@ def export_bop(
     count = 0
     bar = tqdm(unit="frame", desc="export bop", dynamic_ncols=True, disable=not progress)
     try:
-        for sequence in open_sequences(shards, decode=False):
+        for sequence in open_sequences(shards, decode=False, verify=verify):
             meta, key = sequence["meta"], sequence["key"]
             kinds = {v: int(k) for k, v in meta.get("instances", {"1": "object", "2": "hand"}).items()}
             object_inst, hand_inst = kinds.get("object", 1), kinds.get("hand", 2)
@@ -451,8 +455,9 @@ def export_bop(
                     scene = _Scene(out / split / f"{scene_id:06d}")
                 im_id = count % images_per_scene
                 labels = meta["frames"][t]
-                mask = decode_png(frame["mask"])
-                depth = decode_png(frame["depth"])
+                mask = decoded_png(frame["mask"], sequence["url"], f"{key}.f{t:03d}.mask.png")
+                depth = decoded_png(frame["depth"], sequence["url"], f"{key}.f{t:03d}.depth.png")
+                decoded_png(frame["rgb"], sequence["url"], f"{key}.f{t:03d}.rgb.png")
                 if (
                     mask.shape != (height, width)
                     or depth.shape != (height, width)

@@ -193,6 +193,7 @@ def export_coco(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    verify: bool = True,
 ) -> dict:
     """Write the frames of ``shards`` as a COCO dataset under ``out`` (layout in the module docstring).
 
@@ -204,6 +205,8 @@ def export_coco(
         overwrite: replace an existing COCO export in ``out`` (its ``images/`` folder and annotation file);
             otherwise an existing one is a ``FileExistsError``.
         progress: show a progress bar (frames).
+        verify: check every shard against its manifest first (``hoigen.datasets.integrity``); every copied image
+            is decoded either way, so a damaged one is an error naming shard and member, never a broken file.
 
     Returns:
         a summary: ``images``, ``annotations``, ``skipped_instances`` (instances with no visible pixel),
@@ -216,6 +219,7 @@ def export_coco(
     """
     from tqdm import tqdm
 
+    from hoigen.datasets.integrity import decoded_png
     from hoigen.datasets.reader import open_sequences
     from hoigen.render.png import decode_png
 
@@ -231,7 +235,7 @@ def export_coco(
     seen_names: set[str] = set()
     bar = tqdm(unit="frame", desc="export coco", dynamic_ncols=True, disable=not progress)
     try:
-        for sequence in open_sequences(shards, decode=False):
+        for sequence in open_sequences(shards, decode=False, verify=verify):
             meta, key = sequence["meta"], sequence["key"]
             depth_to_m = float(meta["depth_scale"]) / 1000.0
             obj_meta = meta["object"]
@@ -258,6 +262,7 @@ def export_coco(
                         f"sample {key} frame {t}: the {image!r} image is {width}x{height} but its mask is "
                         f"{mask.shape[1]}x{mask.shape[0]}; annotations would not line up"
                     )
+                decoded_png(data, sequence["url"], f"{key}.f{t:03d}.{image}.png")
                 (image_dir / file_name).write_bytes(bytes(data))
                 image_id = len(images) + 1
                 images.append(
