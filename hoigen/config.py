@@ -7,6 +7,7 @@ errors (a typo must not be silently ignored).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +75,7 @@ class RunConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        validate_config(self)
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
@@ -135,11 +135,125 @@ def _build(cls, data, where: str):
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, f"{where}.{key}")
-        elif typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
-            kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         else:
+            if typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
+                value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+            check_value(_key_path(f"{where}.{key}"), hint, value)  # before the section's own checks run
             kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"{where}: {exc}") from exc
+    except ValueError as exc:
+        section = _key_path(where)
+        if not section or str(exc).startswith(section):
+            raise
+        raise ValueError(f"{section}: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validation: every field's type, finiteness and range, named by its key path
+
+_NUMBER = "a number"
+# key path -> (predicate on one number, the allowed range in words); pairs (low, high) also need low <= high.
+RANGES: dict[str, tuple] = {
+    "seed": (lambda v: v >= 0, ">= 0"),
+    "grasp.candidates": (lambda v: v >= 1, ">= 1"),
+    "grasp.max_attempts": (lambda v: v >= 1, ">= 1"),
+    "grasp.contact_threshold_mm": (lambda v: v > 0, "> 0 mm"),
+    "grasp.max_penetration_mm": (lambda v: v > 0, "> 0 mm"),
+    "grasp.min_fingers_in_contact": (lambda v: 0 <= v <= 5, "0..5"),
+    "grasp.min_thumb_opposition": (lambda v: -1 <= v <= 1, "[-1, 1]"),
+    "grasp.thumb_opposition_rad": (lambda v: -3.15 <= v <= 3.15, "[-pi, pi] rad"),
+    "grasp.finger_spread_rad": (lambda v: 0 <= v <= 1.6, "[0, pi/2] rad"),
+    "grasp.betas_std": (lambda v: 0 <= v <= 5, "[0, 5]"),
+    "grasp.edge_bias": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "grasp.sdf_spacing_mm": (lambda v: 0 < v <= 50, "(0, 50] mm"),
+    "trajectory.frames": (lambda v: 1 <= v <= 10000, "1..10000"),
+    "trajectory.start_fraction": (lambda v: 0 <= v <= 1, "[0, 1]"),
+    "trajectory.approach_distance": (lambda v: 0 < v <= 10, "(0, 10] m"),
+    "trajectory.manipulation_frames": (lambda v: 0 <= v <= 10000, "0..10000"),
+    "trajectory.lift": (lambda v: -1 <= v <= 1, "[-1, 1] m"),
+    "trajectory.shift": (lambda v: 0 <= v <= 1, "[0, 1] m"),
+    "trajectory.turn_deg": (lambda v: -360 <= v <= 360, "[-360, 360] degrees"),
+    "camera.distance": (lambda v: 0 < v <= 100, "(0, 100] m"),
+    "camera.elevation_deg": (lambda v: -90 <= v <= 90, "[-90, 90] degrees"),
+    "camera.azimuth_deg": (lambda v: -720 <= v <= 720, "[-720, 720] degrees"),
+    "camera.target_jitter": (lambda v: 0 <= v <= 1, "[0, 1] m"),
+    "render.depth_scale": (lambda v: 0 < v <= 1000, "(0, 1000] mm per unit"),
+    "render.points_object": (lambda v: 1 <= v <= 10**7, "1..10^7"),
+    "render.points_hand": (lambda v: 1 <= v <= 10**7, "1..10^7"),
+    "render.appearance.lights": (lambda v: 1 <= v <= 16, "1..16"),
+    "render.appearance.ambient": (lambda v: 0 <= v <= 10, "[0, 10]"),
+    "render.appearance.intensity": (lambda v: 0 <= v <= 100, "[0, 100]"),
+    "render.appearance.skin_tones": (lambda v: 0 <= v <= 255, "0..255 (sRGB)"),
+}
+
+
+def _key_path(where: str) -> str:
+    """``config.trajectory.frames`` -> ``trajectory.frames`` (the root's name is not part of a key path)."""
+    return where.partition(".")[2] if "." in where else ""
+
+
+def _words(allowed: str) -> str:
+    return allowed if allowed[0] in "<>" else f"in {allowed}"
+
+
+def _fail(path: str, value, wanted: str) -> ValueError:
+    return ValueError(f"{path} must be {wanted}, got {value!r}; fix it in the config file or the option")
+
+
+def check_value(path: str, hint, value) -> None:
+    """Check one config value against its type hint (bool, int, float, str, tuples of them) and, for numbers,
+    :data:`RANGES` ``[path]``. Hints of other kinds are left to the section's own checks.
+
+    Raises:
+        ValueError: naming the key path, the value and what is allowed.
+    """
+    allowed = RANGES.get(path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(path, value, "true or false")
+    elif hint is int or hint is float:
+        kind = "an integer" if hint is int else _NUMBER
+        ok_type = isinstance(value, int) if hint is int else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type:
+            raise _fail(path, value, kind + (f" {_words(allowed[1])}" if allowed else ""))
+        if not math.isfinite(value):
+            raise _fail(path, value, f"a finite {'integer' if hint is int else 'number'}")
+        if allowed and not allowed[0](value):
+            raise _fail(path, value, _words(allowed[1]))
+    elif hint is str:
+        if not isinstance(value, str):
+            raise _fail(path, value, "a string")
+    elif typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple | list):
+            raise _fail(path, value, "a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [args[0]] * len(value)
+        else:
+            items = list(args)
+            if len(value) != len(items):
+                raise _fail(path, value, f"a list of {len(items)} values")
+        for k, (item_hint, item) in enumerate(zip(items, value, strict=True)):
+            check_value(f"{path}[{k}]", item_hint, item)
+            if allowed and isinstance(item, int | float) and not isinstance(item, bool):
+                if not allowed[0](item):
+                    raise _fail(path, value, f"values {_words(allowed[1])}")
+        numeric = len(items) == 2 and all(h in (int, float) for h in items)
+        if numeric and value[0] > value[1]:
+            within = f", {_words(allowed[1])}" if allowed else ""
+            raise _fail(path, value, f"(low, high) with low <= high{within}")
+
+
+def validate_config(config, where: str = "") -> None:
+    """Check every field of a config dataclass (recursively) with :func:`check_value`."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        path = f"{where}.{f.name}" if where else f.name
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            validate_config(value, path)
+        else:
+            check_value(path, hints[f.name], value)
