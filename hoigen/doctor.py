@@ -136,12 +136,17 @@ def check_assets() -> list[Check]:
             )
         except Exception as exc:  # a report line, never a crash
             out.append(Check("assets", "MANO", False, f"HOIGEN_MANO_DIR={mano_env}: {exc}"))
+    grabnet_env = os.environ.get("HOIGEN_GRABNET_DIR", "")
+    if not grabnet_env:
+        out.append(Check("assets", "GrabNet", None, "HOIGEN_GRABNET_DIR not set: --grasp contact only"))
+    else:
+        try:  # loads both checkpoints strictly with weights_only=True: a file with code in it is refused
+            from hoigen.grasping.grabnet import describe_grabnet_dir
+
+            out.append(Check("assets", "GrabNet", True, describe_grabnet_dir(grabnet_env)))
+        except Exception as exc:  # a report line, never a crash
+            out.append(Check("assets", "GrabNet", False, f"HOIGEN_GRABNET_DIR={grabnet_env}: {exc}"))
     for env, what, files in (
-        (
-            "HOIGEN_GRABNET_DIR",
-            "GrabNet (--grasp grabnet, later)",
-            ("coarsenet.pt", "refinenet.pt", "bps.npz"),
-        ),
         ("HOIGEN_HOIDIFFUSION_DIR", "HOIDiffusion weights (--appearance hoidiffusion, later)", ()),
         ("HOIGEN_COGVIDEOX_DIR", "CogVideoX weights (--video hvg3d, later)", ()),
     ):

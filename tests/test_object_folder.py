@@ -393,11 +393,14 @@ def test_units_pass_through_load_objects(tmp_path):
     assert "mug_mm.ply" in str(info.value) and "mm" in str(info.value)
 
 
-def test_centimetre_mesh_is_rescaled_under_auto(tmp_path):
+def test_centimetre_mesh_near_the_metre_range_needs_units(tmp_path):
     cube = trimesh.creation.box(extents=(0.03, 0.02, 0.01))  # a 3 cm eraser saved in cm: extent 3
     cube.apply_scale(100.0)
     entry = ObjectEntry("eraser", _write(tmp_path / "eraser.obj", cube), "eraser.obj")
-    asset = load_object(entry)
+    with pytest.raises(ObjectError, match="too close to guess") as info:
+        load_object(entry)  # 3 m is barely implausible: auto refuses to guess (issue 13)
+    assert "--units cm" in str(info.value) and "0.03 m as cm" in str(info.value)
+    asset = load_object(entry, units="cm")
     assert asset.unit_scale == 0.01
     np.testing.assert_allclose(asset.mesh.extents, [0.03, 0.02, 0.01], atol=1e-9)
     assert load_object(entry, units="cm").scale == pytest.approx(asset.scale, abs=1e-12)

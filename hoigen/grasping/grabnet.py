@@ -25,6 +25,7 @@ flat mean. torch is needed (``pip install hoigen[mano]``); the torch-free parts 
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,11 +279,17 @@ def load_state_dict_strict(module: nn.Module, path: str | Path, what: str) -> No
         raise FileNotFoundError(f"GrabNet {what} weights {path} do not exist; {FLAG_HINT}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # whatever a corrupt or unsafe file raises means the same to the user
+    except pickle.UnpicklingError as exc:  # asks for a global a tensor checkpoint never needs
+        raise GrabNetAssetError(
+            f"{path} cannot be loaded safely: it holds Python objects other than tensors (hoigen loads checkpoints "
+            "with weights_only=True and never runs code from a file); it may be corrupt or unsafe — do not load it "
+            f"another way; download GrabNet's {path.name} again from its official source and {FLAG_HINT}"
+        ) from exc
+    except Exception as exc:  # whatever a corrupt file raises means the same to the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise GrabNetAssetError(
-            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {reason}); it may be truncated or "
-            f"corrupt — download GrabNet's {path.name} again and {FLAG_HINT}"
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {reason}); it may be truncated, "
+            f"corrupt or unsafe — download GrabNet's {path.name} again and {FLAG_HINT}"
         ) from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise GrabNetAssetError(

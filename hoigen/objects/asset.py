@@ -19,6 +19,8 @@ UNIT_FACTORS: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 # A hand-held object's largest extent in metres; outside this a mesh is not in metres.
 PLAUSIBLE_EXTENT_M = (0.005, 2.0)
 TYPICAL_EXTENT_M = 0.15
+# units="auto" rescales only when metres are implausible by this factor (and cm vs mm differ by it in fit)
+AUTO_UNITS_MARGIN = 2.0
 
 
 class ObjectError(ValueError):
@@ -151,9 +153,29 @@ def resolve_unit_scale(extent: float, units: str, name: str) -> float:
             f"{name}: largest extent {extent:.4g} is not a plausible hand-held size in m, cm or mm; "
             "rescale the mesh or pass units explicitly"
         )
-    # both may fit (an 8 cm mug saved in cm reads as 8 mm too): take the one nearer a typical 15 cm object
-    unit = min(plausible, key=lambda u: abs(np.log(extent * UNIT_FACTORS[u] / TYPICAL_EXTENT_M)))
-    logger.warning("%s: largest extent %.4g looks like %s; rescaling to metres", name, extent, unit)
+    sizes = ", ".join(f"{extent * UNIT_FACTORS[u]:.3g} m as {u}" for u in ("m", *plausible))
+    if extent <= AUTO_UNITS_MARGIN * hi:
+        raise ObjectError(
+            f"{name}: largest extent {extent:.4g} is just above the plausible {lo}-{hi} m for metres, too close to "
+            f"guess its unit safely ({sizes}); pass --units {plausible[0]} (units='{plausible[0]}') if the file is "
+            "in that unit, or rescale the mesh to metres"
+        )
+    # both may fit (a 40 cm box in cm reads as a 4 cm box in mm): take the one nearer a typical 15 cm object,
+    # when it is clearly nearer
+    distance = {u: abs(np.log(extent * UNIT_FACTORS[u] / TYPICAL_EXTENT_M)) for u in plausible}
+    unit = min(plausible, key=distance.get)
+    if len(plausible) == 2 and abs(distance["cm"] - distance["mm"]) < np.log(AUTO_UNITS_MARGIN):
+        raise ObjectError(
+            f"{name}: the unit of largest extent {extent:.4g} cannot be guessed safely ({sizes}); pass --units "
+            "cm or --units mm (units='cm' / 'mm')"
+        )
+    logger.warning(
+        "%s: largest extent %.4g looks like %s, rescaling to metres (%s; pass --units to override)",
+        name,
+        extent,
+        unit,
+        sizes,
+    )
     return UNIT_FACTORS[unit]
 
 

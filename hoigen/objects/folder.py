@@ -361,7 +361,41 @@ def _read_mesh(entry: ObjectEntry) -> tuple[trimesh.Trimesh, dict]:
     if others:
         info["ignored_geometry"] = others
         logger.info("%s: ignoring non-mesh geometry (%s)", entry.id, ", ".join(others))
+    if suffix == ".obj":
+        _check_obj_faces(entry, sum(len(m.faces) for m in meshes), info)
     return mesh, info
+
+
+def _check_obj_faces(entry: ObjectEntry, read: int, info: dict) -> None:
+    """Warn when an OBJ's face lines promise more triangles than were read (a file cut short mid-write or
+    mid-copy): every ``f`` line with n >= 3 vertices is n - 2 triangles, a cut ``f`` line (< 3 vertices) counts
+    as one that is missing."""
+    expected, cut_lines = 0, 0
+    try:
+        with entry.path.open("rb") as fh:
+            for line in fh:
+                if line.startswith(b"f ") or line.startswith(b"f\t"):
+                    refs = len(line.split()) - 1
+                    expected += refs - 2 if refs >= 3 else 1
+                    cut_lines += refs < 3
+            fh.seek(max(0, fh.tell() - 1))
+            ends_with_newline = fh.read(1) in (b"\n", b"")
+    except OSError:
+        return
+    if read < expected:
+        info["faces_missing"] = expected - read
+        detail = f"; {cut_lines} face line(s) are cut short" if cut_lines else ""
+        if not ends_with_newline:
+            detail += "; the last line has no end"
+        logger.warning(
+            "object %s (%s): the file's face lines describe %d triangles but %d were read%s; the file may be "
+            "truncated (re-export or copy it again)",
+            entry.id,
+            entry.relpath,
+            expected,
+            read,
+            detail,
+        )
 
 
 def _sanitise(mesh: trimesh.Trimesh) -> tuple[int, int]:
