@@ -164,11 +164,11 @@ def _parse_size(size):
     if size is None:
         return None
     width, height = size
-    if width != height:
-        raise click.BadParameter(
-            f"--size must be square for now (use --camera nocs-camera for 640x480), got {size}"
-        )
-    return f"square-{width}"
+    if width <= 0 or height <= 0:
+        raise click.BadParameter(f"--size W H must be positive pixels, got {width} {height}")
+    from hoigen.geometry.camera import size_preset
+
+    return size_preset(width, height)
 
 
 def _run_config(config_file, **sections) -> RunConfig:

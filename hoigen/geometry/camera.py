@@ -6,6 +6,7 @@ principal point of a W x H image centred on the optical axis is ((W - 1) / 2, (H
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,14 +57,37 @@ def square_intrinsics(size: int, fov_deg: float = 50.0) -> Intrinsics:
     return Intrinsics(f, f, c, c, size, size)
 
 
+def sized_intrinsics(width: int, height: int, fov_deg: float = 50.0) -> Intrinsics:
+    """A ``width`` x ``height`` camera derived as for square sizes: the field of view spans the *shorter* side
+    (so W x H shows what a min(W, H) square shows, extended along the longer side), square pixels, principal
+    point at the centre ((W - 1) / 2, (H - 1) / 2). Equals ``square_intrinsics(N)`` for W = H = N."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    f = 0.5 * min(width, height) / np.tan(np.deg2rad(fov_deg) / 2.0)
+    return Intrinsics(f, f, (width - 1) / 2.0, (height - 1) / 2.0, width, height)
+
+
+def size_preset(width: int, height: int) -> str:
+    """The preset name of a ``--size W H``: ``square-N`` when W = H, else ``WxH`` (e.g. ``720x480``)."""
+    return f"square-{width}" if width == height else f"{width}x{height}"
+
+
+_SIZE_PRESET = re.compile(r"^(\d+)x(\d+)$")
+
+
 def intrinsics_preset(name: str) -> Intrinsics:
-    """Named intrinsics: ``nocs-camera`` (640x480, f=577.5) or ``square-<N>`` (N x N, 50° field of view)."""
+    """Named intrinsics: ``nocs-camera`` (640x480, f=577.5), ``square-<N>`` (N x N, 50° field of view) or
+    ``<W>x<H>`` (``sized_intrinsics``: 50° across the shorter side)."""
     if name == "nocs-camera":
         return Intrinsics(577.5, 577.5, 319.5, 239.5, 640, 480)
     if name.startswith("square-") and name[len("square-") :].isdigit():
         return square_intrinsics(int(name[len("square-") :]))
+    match = _SIZE_PRESET.match(name)
+    if match:
+        return sized_intrinsics(int(match.group(1)), int(match.group(2)))
     raise ValueError(
-        f"unknown camera preset {name!r}; use 'nocs-camera' or 'square-<N>' such as 'square-512'"
+        f"unknown camera preset {name!r}; use 'nocs-camera', 'square-<N>' such as 'square-512' or '<W>x<H>' "
+        "such as '720x480'"
     )
 
 
