@@ -18,7 +18,8 @@ Contact sheet (``contact_sheet.png``): one row per sample (the first ``max_sampl
 column per frame (at most ``MAX_COLUMNS``, evenly spaced, when a sequence is longer), tiles separated by ``GAP``
 px, and a colour legend at the bottom; ``sheet_layout`` gives the geometry. GIF (``<key>.gif``): every frame of the
 sample, the annotated frame next to the colour-mapped depth (near = warm, no surface = black) and the 8-bit NOCS
-map, when the shard has them.
+map, when the shard has them. Side-by-side GIF (``<key>.side_by_side.gif``, for samples a generative stage ran on):
+render | photo | video | tracking, unannotated, each panel captioned, frame k of ``video.mp4`` next to render k.
 
 The output is a pure function of the shards: the same shards give byte-identical files.
 """
@@ -166,7 +167,7 @@ def _read_samples(tars: list[Path], max_samples: int, with_maps: bool) -> list[_
     """The first ``max_samples`` samples (shard order, then key order), decoding only the members drawn."""
     from hoigen.render.png import decode_png
 
-    kinds = ("rgb", "depth", "nocs") if with_maps else ("rgb",)
+    kinds = ("rgb", "depth", "nocs", *_SIDE_BY_SIDE[1:]) if with_maps else ("rgb",)
     samples: list[_Sample] = []
     for path in tars:
         try:
@@ -206,10 +207,59 @@ def _read_samples(tars: list[Path], max_samples: int, with_maps: bool) -> list[_
                                 )
                             except ValueError as exc:
                                 raise ValueError(f"{sample.where()}: {name}: {exc}") from exc
+                    if with_maps:
+                        _read_videos(sample, tar, entry)
                     samples.append(sample)
         except tarfile.TarError as exc:
             raise ValueError(f"cannot read shard {path}: {exc} (truncated or not a tar?)") from exc
     return samples
+
+
+_SIDE_BY_SIDE = ("rgb", "photo", "video", "tracking")
+_SIDE_BY_SIDE_CAPTIONS = {"rgb": "render", "photo": "photo", "video": "video", "tracking": "tracking"}
+
+
+def _read_videos(sample: _Sample, tar: tarfile.TarFile, entry: dict) -> None:
+    """Frames of ``video.mp4`` / ``tracking.mp4`` as ``fNNN.video`` / ``fNNN.tracking`` where no PNG has them."""
+    for member, kind in (("video.mp4", "video"), ("tracking.mp4", "tracking")):
+        if member not in entry or f"f000.{kind}" in sample.images:
+            continue
+        from hoigen.render.video import decode_mp4
+
+        try:
+            frames = decode_mp4(tar.extractfile(entry[member]).read())
+        except ValueError as exc:
+            raise ValueError(f"{sample.where()}: {member}: {exc}") from exc
+        if frames.shape[0] != sample.frames:
+            raise ValueError(
+                f"{sample.where()}: {member} has {frames.shape[0]} frames, meta lists {sample.frames}"
+            )
+        for t, frame in enumerate(frames):
+            sample.images[f"f{t:03d}.{kind}"] = frame
+
+
+def _side_by_side_frames(sample: _Sample) -> list[np.ndarray] | None:
+    """render | photo | video | tracking per frame (the panels the sample has), or None without photo/video."""
+    if not any(f"f000.{kind}" in sample.images for kind in ("photo", "video")):
+        return None
+    camera = sample.meta["camera"]
+    scale = _gif_scale(int(camera["width"]))
+    tile_w = max(1, round(int(camera["width"]) * scale))
+    tile_h = max(1, round(int(camera["height"]) * scale))
+    kinds = [k for k in _SIDE_BY_SIDE if all(f"f{t:03d}.{k}" in sample.images for t in range(sample.frames))]
+    frames = []
+    for t in range(sample.frames):
+        canvas = np.zeros((tile_h + CAPTION_HEIGHT + 2 * GAP, len(kinds) * (tile_w + GAP) + GAP, 3), np.uint8)
+        canvas[:] = BACKGROUND
+        for c, kind in enumerate(kinds):
+            image = sample.images[f"f{t:03d}.{kind}"]
+            panel = _captioned(
+                _resize(image[..., :3].astype(np.uint8), tile_w, tile_h), _SIDE_BY_SIDE_CAPTIONS[kind]
+            )
+            x = GAP + c * (tile_w + GAP)
+            canvas[GAP : GAP + tile_h + CAPTION_HEIGHT, x : x + tile_w] = panel
+        frames.append(canvas)
+    return frames
 
 
 def _check_meta(sample: _Sample) -> None:
@@ -547,7 +597,8 @@ def preview(
         shards_dir: output folder of ``hoigen synth``, its ``shards/`` folder, or one shard tar.
         out: folder for the files; default ``<shards_dir>/preview`` (next to the tar for a single tar).
         max_samples: number of samples shown (the first ones, in shard then key order), >= 1.
-        gif: also write ``<key>.gif`` per sample (annotated frames | depth | NOCS, all frames, looping).
+        gif: also write ``<key>.gif`` per sample (annotated frames | depth | NOCS, all frames, looping) and, for
+            generated samples, ``<key>.side_by_side.gif`` (render | photo | video | tracking).
 
     Returns:
         The written paths: ``contact_sheet.png`` first, then the GIFs in sample order.
@@ -581,4 +632,9 @@ def preview(
             path = out_dir / f"{sample.key}.gif"
             _write_atomic(path, _gif_bytes(_gif_frames(sample)))
             written.append(path)
+            side_by_side = _side_by_side_frames(sample)
+            if side_by_side is not None:
+                path = out_dir / f"{sample.key}.side_by_side.gif"
+                _write_atomic(path, _gif_bytes(side_by_side))
+                written.append(path)
     return written

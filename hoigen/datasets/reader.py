@@ -10,7 +10,8 @@
             {"rgb": (H, W, 3) uint8, "depth": (H, W) uint16, "depth_m": (H, W) float32 metres,
              "mask": (H, W) uint8, "normal": (H, W, 3) uint8, "nocs": (H, W, 3) uint16,
              "skeleton": (H, W, 3) uint8, "hoimask": (H, W, 3) uint8, "tracking": (H, W, 3) uint8,
-             "photo": (H, W, 3) uint8},     # photo only when an appearance model ran
+             "photo": (H, W, 3) uint8,      # photo only when an appearance model ran
+             "video": (H, W, 3) uint8},     # video frame k (video.mp4 decoded, or fNNN.video.png), with --video
             ...
         ],
         "points": (T, N, 3) float32,        # camera-frame surface points (the same point in every frame)
@@ -252,6 +253,7 @@ def _assemble_sequence(sample: dict, decoded: bool = True) -> dict:
         to_metres = np.float32(float(meta["depth_scale"]) / 1000.0)
         for frame in frames:
             frame["depth_m"] = frame["depth"].astype(np.float32) * to_metres
+        _video_frames(frames, extra, key, url)
     result = {
         "key": key,
         "url": url,
@@ -266,6 +268,28 @@ def _assemble_sequence(sample: dict, decoded: bool = True) -> dict:
     if extra:
         result["extra"] = extra
     return result
+
+
+def _video_frames(frames: list[dict], extra: dict, key: str, url: str) -> None:
+    """Decode ``video.mp4`` / ``tracking.mp4`` into each frame's ``video`` / ``tracking`` image (frame k of the
+    mp4 = trajectory frame k) where no lossless ``fNNN.video.png`` / ``fNNN.tracking.png`` is present."""
+    for member, image in (("video.mp4", "video"), ("tracking.mp4", "tracking")):
+        if member not in extra or all(image in frame for frame in frames):
+            continue
+        from hoigen.render.video import decode_mp4
+
+        try:
+            decoded = decode_mp4(extra[member])
+        except ValueError as error:
+            raise ShardFormatError(
+                f"sample {key} in shard {url}: {member} is not a readable video: {error}"
+            ) from error
+        if decoded.shape[0] != len(frames):
+            raise ShardFormatError(
+                f"sample {key} in shard {url}: {member} has {decoded.shape[0]} frames, meta.json lists {len(frames)}"
+            )
+        for frame, picture in zip(frames, decoded):
+            frame.setdefault(image, picture)
 
 
 def _label_arrays(value):

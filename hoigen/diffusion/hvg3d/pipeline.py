@@ -141,7 +141,7 @@ class HVG3DVideoBackend:
 
         try:
             pipe = CogVideoXImageToVideoPipeline.from_pretrained(
-                str(self.cogvideox_dir), torch_dtype=dtype, local_files_only=True
+                str(self.cogvideox_dir), dtype=dtype, local_files_only=True
             )
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(
