@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,7 @@ def check_value(path: str, hint, value) -> None:
     Raises:
         ValueError: naming the key path, the value and what is allowed.
     """
-    allowed = RANGES.get(path)
+    allowed = RANGES.get(re.sub(r"\[\d+\]$", "", path))
     if hint is bool:
         if not isinstance(value, bool):
             raise _fail(path, value, "true or false")
@@ -236,11 +237,12 @@ def check_value(path: str, hint, value) -> None:
             items = list(args)
             if len(value) != len(items):
                 raise _fail(path, value, f"a list of {len(items)} values")
+        for item in value:  # the range of a list's numbers is that of the list (skin_tones[2] as skin_tones)
+            number = isinstance(item, int | float) and not isinstance(item, bool) and math.isfinite(item)
+            if allowed and number and not allowed[0](item):
+                raise _fail(path, value, f"values {_words(allowed[1])}")
         for k, (item_hint, item) in enumerate(zip(items, value, strict=True)):
             check_value(f"{path}[{k}]", item_hint, item)
-            if allowed and isinstance(item, int | float) and not isinstance(item, bool):
-                if not allowed[0](item):
-                    raise _fail(path, value, f"values {_words(allowed[1])}")
         numeric = len(items) == 2 and all(h in (int, float) for h in items)
         if numeric and value[0] > value[1]:
             within = f", {_words(allowed[1])}" if allowed else ""
