@@ -190,14 +190,22 @@ def _run_config(config_file, **sections) -> RunConfig:
 @main.command()
 @click.option("--objects", "objects_", default=None, help="builtin:nocs or a folder of meshes [builtin:nocs]")
 @click.option(
-    "--n", "n", type=click.IntRange(min=1), required=True, help="number of samples (grasp sequences)"
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=None,
+    help="number of samples (grasp sequences); required except for dexycb:/ho3d: (default: every clip)",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="approach frames T per sample [8]")
 @click.option(
     "--manipulation", type=click.IntRange(min=0), default=None, help="frames moving hand+object [0]"
 )
-@click.option("--size", type=(int, int), default=None, help="image size W H (square)")
+@click.option("--size", type=(int, int), default=None, help="image size W H (square; any for dexycb:/ho3d:)")
+@click.option("--split", default=None, help="dexycb: s0:train ... s3:test; ho3d: train|evaluation [all]")
+@click.option(
+    "--clip", type=click.IntRange(min=1), default=None, help="dexycb:/ho3d: consecutive frames per sample [1]"
+)
 @click.option("--camera", "camera_preset", default=None, help="nocs-camera or square-N [square-512]")
 @_grasp_options
 @click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
@@ -229,6 +237,8 @@ def synth(
     frames,
     manipulation,
     size,
+    split,
+    clip,
     camera_preset,
     grasp_method,
     grabnet,
@@ -256,15 +266,32 @@ def synth(
 
     del appearance, video, resume  # single choices for now; finished shards are always kept
     try:
+        from hoigen.sources import is_real_source, source_for_config
+
+        real_run = is_real_source(_run_config(config_file, objects={"source": objects_}).objects.source)
+        if not real_run and (split or clip):
+            raise ValueError("--split and --clip apply to dexycb:ROOT / ho3d:ROOT object sources only")
         config = _run_config(
             config_file,
             objects={"source": objects_, "units": units},
             hand={"model": hand, "mano": str(mano) if mano else None},
-            trajectory={"frames": frames, "manipulation_frames": manipulation},
-            camera={"preset": camera_preset or _parse_size(size)},
+            trajectory={
+                "frames": clip or frames or (1 if real_run else None),
+                "manipulation_frames": manipulation,
+            },
+            camera={"preset": camera_preset or (None if real_run else _parse_size(size))},
             grasp={"method": grasp_method, "grabnet": str(grabnet) if grabnet else None},
+            real={
+                "split": split,
+                "width": size[0] if real_run and size else None,
+                "height": size[1] if real_run and size else None,
+            },
             seed=seed,
         )
+        if n is None:
+            if not real_run:
+                raise ValueError("--n (number of samples) is required")
+            n = len(source_for_config(config))
         job = SynthJob(config, out, n, samples_per_shard)
         span = None
         if shard_range:
@@ -589,10 +616,28 @@ def nocs_augment_cmd(nocs_root, out, ratio, mode, num_frames, split, class0, see
 
 @main.command()
 @click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
-def doctor(no_gl):
-    """Report packages, GL platforms, GPU and optional weights, and what each enables."""
+@click.option("--source", default=None, help="dexycb:ROOT or ho3d:ROOT: check re-rendered labels")
+@click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
+@click.option("--split", default="", help="split of --source (dexycb s0:train ..., ho3d train|evaluation)")
+@click.option("--frames", type=click.IntRange(min=1), default=4, show_default=True, help="--source frames")
+def doctor(no_gl, source, mano, split, frames):
+    """Report packages, GL platforms, GPU and optional weights, and what each enables.
+
+    With --source, re-render a few annotated frames of a DexYCB / HO-3D root and print the 2D-joint error against
+    the dataset's own keypoints and the mask IoU against its segmentation."""
     from hoigen.doctor import collect
 
+    if source:
+        from hoigen.sources.check import check_source, format_checks
+
+        try:
+            lines = format_checks(check_source(source, mano, frames, split))
+        except (ValueError, FileNotFoundError, ImportError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(click.style(f"labels of {source} re-rendered by hoigen vs the dataset's own", bold=True))
+        for line in lines:
+            click.echo(f"  {line}")
+        return
     section = None
     for check in collect(gl=not no_gl):
         if check.section != section:

@@ -17,6 +17,7 @@ from hoigen.geometry.camera import CameraConfig
 from hoigen.grasping.contact import GraspConfig
 from hoigen.grasping.trajectory import TrajectoryConfig
 from hoigen.render.config import RenderConfig
+from hoigen.sources.record import RealConfig
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class RunConfig:
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    real: RealConfig = field(default_factory=RealConfig)  # dexycb:/ho3d: sources only
     seed: int = 0
 
     def __post_init__(self):

@@ -77,7 +77,12 @@ class FolderSource:
 
 
 def open_source(source: str, units: str = "auto", categories: tuple[str, ...] = ()):
-    """``builtin:nocs`` -> :class:`BuiltinSource`; a folder path -> :class:`FolderSource`."""
+    """``builtin:nocs`` -> :class:`BuiltinSource`; ``dexycb:ROOT`` / ``ho3d:ROOT`` -> a real-data source
+    (:mod:`hoigen.sources`, every sequence, one frame per sample); a folder path -> :class:`FolderSource`."""
+    from hoigen.sources import is_real_source, open_real_source
+
+    if is_real_source(source):
+        return open_real_source(source)
     if source == BUILTIN_SOURCE:
         return BuiltinSource(categories)
     if source.startswith("builtin:"):

@@ -99,6 +99,10 @@ def object_for_sample(config: RunConfig, index: int, source=None) -> ObjectAsset
     Built-in objects are regenerated from the object stage's stream; folder objects are reloaded. Pass an opened
     ``source`` to reuse its cache across calls.
     """
+    from hoigen.sources import is_real_source, source_for_config
+
+    if is_real_source(config.objects.source):  # sample i = window i of the run's split and clip length
+        return source_for_config(config).object_for(index)
     if source is None:
         from hoigen.objects import open_source
 

@@ -135,6 +135,11 @@ class ShardProducer:
         self.source = open_source(cfg.objects.source, cfg.objects.units, cfg.objects.categories)
         self.hand = load_hand(cfg.hand.model, cfg.hand.mano or None)
         self.planner = SequencePlanner(cfg, self.source, self.hand)
+        self.real = None  # dexycb:/ho3d: runs: real frames, conditions rendered from their ground truth
+        if getattr(self.source, "is_real", False):
+            from hoigen.synth.real import RealSampler
+
+            self.real = RealSampler(cfg, self.hand)
         self._renderer = None
         self._mesh_refs: dict[int, tuple] = {}  # id(object) -> (object, mesh store reference)
         self._shard_meshes: set[str] = set()  # mesh store files used by the shard being made
@@ -151,6 +156,8 @@ class ShardProducer:
         from hoigen.grasping import GraspError
         from hoigen.objects import ObjectError
 
+        if self.real is not None:
+            return self.real.sample(index, self.mesh_ref)
         t0 = time.perf_counter()
         try:
             plan = self.planner.plan(index)
@@ -612,7 +619,12 @@ def _validate_inputs(job: SynthJob) -> None:
     cfg = job.config
     source = open_source(cfg.objects.source, cfg.objects.units, cfg.objects.categories)
     _check_usable_object(source)
-    grasp_sampler_factory(cfg.grasp, load_hand(cfg.hand.model, cfg.hand.mano or None))
+    hand = load_hand(cfg.hand.model, cfg.hand.mano or None)
+    grasp_sampler_factory(cfg.grasp, hand)
+    if getattr(source, "is_real", False):
+        from hoigen.synth.real import check_real_job
+
+        check_real_job(job, hand)
     from hoigen.render.gl import select_platform
 
     select_platform()

@@ -1,0 +1,261 @@
+"""``dexycb:ROOT``: the reader on a fixture root in DexYCB's exact layout (made from hoigen's own renders of the
+synthetic MANO-shaped hand), re-rendered labels against the fixture's own, ``hoigen synth`` end to end, clips,
+resizing, the s0-s3 split rules and bad roots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+pytest.importorskip("smplx")
+
+from sources_fixtures import GRASP_NAME, SEQUENCE, SUBJECT, mano_dir, write_dexycb_root  # noqa: E402
+
+from hoigen.cli import main  # noqa: E402
+from hoigen.config import RunConfig  # noqa: E402
+from hoigen.hands import load_hand  # noqa: E402
+from hoigen.sources import MissingAnnotation, open_real_source  # noqa: E402
+from hoigen.sources.dexycb import SERIALS, DexYCBSource, split_rule  # noqa: E402
+from hoigen.sources.record import cover_crop  # noqa: E402
+from hoigen.synth.real import RealSampler, check_real_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dex(tmp_path_factory):
+    base = tmp_path_factory.mktemp("dexycb")
+    mano = mano_dir(base / "mano")
+    hand = load_hand("mano", mano)
+    root = base / "root"
+    truth = write_dexycb_root(root, hand)
+    return SimpleNamespace(root=root, mano=mano, hand=hand, truth=truth)
+
+
+def _config(dex, **real) -> RunConfig:
+    frames = real.pop("clip", 1)
+    return RunConfig().replace(
+        objects={"source": f"dexycb:{dex.root}"},
+        hand={"model": "mano", "mano": str(dex.mano)},
+        trajectory={"frames": frames},
+        real=real,
+    )
+
+
+def _where(source, index):
+    window = source.window(index)
+    return window.sequence.rsplit("/", 1)[1], window.frames
+
+
+def test_reader_recovers_the_fixture_poses_and_labels(dex):
+    source = DexYCBSource(dex.root)
+    assert len(source) == 6  # 2 cameras x 3 frames
+    skipped = 0
+    for index in range(len(source)):
+        serial, (f,) = _where(source, index)
+        cam = dex.truth[serial]
+        if cam.hand[f] is None:
+            with pytest.raises(MissingAnnotation, match=r"frame\(s\) \[1\]"):
+                source.load(index, dex.hand)
+            skipped += 1
+            continue
+        clip = source.load(index, dex.hand)
+        want = cam.hand[f]
+        for name in ("global_orient", "hand_pose", "transl", "betas"):
+            np.testing.assert_allclose(getattr(clip.hand, name), getattr(want, name), atol=1e-6, rtol=0)
+        np.testing.assert_allclose(clip.T_cam_obj[0], cam.T_cam_obj[f], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(clip.joints2d[0], cam.joints2d[f], atol=1e-3, rtol=0)
+        assert clip.object.id == GRASP_NAME
+        assert np.array_equal(clip.rgb[0], cam.rgb[f])
+        assert np.array_equal(clip.seg[0], cam.mask[f])  # 255 -> 2 hand, ycb id -> 1 object
+        assert clip.intrinsics.width == 64 and clip.intrinsics.height == 48
+        assert clip.depth_m is not None and clip.depth_m.dtype == np.float32
+    assert skipped == 1
+
+
+def test_rerendered_joints_and_masks_equal_the_dataset_labels(dex, request):
+    sampler = RealSampler(_config(dex), dex.hand)
+    request.addfinalizer(sampler.close)
+    made = 0
+    for index in range(len(sampler.source)):
+        serial, (f,) = _where(sampler.source, index)
+        cam = dex.truth[serial]
+        if cam.hand[f] is None:
+            continue
+        clip = sampler.clip(index)
+        frame = sampler.render(clip, index).frames[0]
+        np.testing.assert_allclose(frame.labels["joints2d"], clip.joints2d[0], atol=1e-3, rtol=0)
+        assert np.array_equal(frame.mask, clip.seg[0])
+        assert np.array_equal(frame.rgb, cam.rgb[f])  # the real frame replaces the render
+        made += 1
+    assert made == 5
+
+    from hoigen.sources.check import check_source, format_checks
+
+    checks = check_source(f"dexycb:{dex.root}", dex.mano, frames=3)
+    assert len(checks) == 3
+    assert all(c.joints2d_max_px < 1e-3 and c.iou_hand == 1.0 and c.iou_object == 1.0 for c in checks)
+    assert "IoU hand 1.000" in format_checks(checks)[-1]
+
+
+def test_synth_writes_ordinary_shards_from_real_frames(dex, tmp_path):
+    out = tmp_path / "out"
+    args = ["synth", "--objects", f"dexycb:{dex.root}", "--hand", "mano", "--mano", str(dex.mano)]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--samples-per-shard", "4"])
+    assert result.exit_code == 0, result.output
+    assert "5 samples (5 frames)" in result.output and "1 skipped" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["samples"] == 5 and len(manifest["skipped"]) == 1
+    assert "no annotation" in manifest["skipped"][0]["reason"]
+
+    from hoigen.datasets.reader import open_sequences
+
+    source = open_real_source(f"dexycb:{dex.root}")
+    seen = 0
+    for sample in open_sequences(out):
+        meta = sample["meta"]
+        index = meta["index"]
+        serial, (f,) = _where(source, index)
+        cam = dex.truth[serial]
+        frame, labels = sample["frames"][0], meta["frames"][0]
+        src = meta["source"]
+        assert src["dataset"] == "dexycb" and src["serial"] == serial and src["frames"] == [f]
+        assert src["files"] == [f"{SUBJECT}/{SEQUENCE}/{serial}/color_{f:06d}.jpg"]
+        assert meta["grasp"]["method"] == "dataset" and meta["appearance"]["model"] == "real"
+        assert np.array_equal(frame["rgb"], cam.rgb[f])
+        assert np.array_equal(frame["mask"], cam.mask[f])
+        assert np.array_equal(frame["dataset_seg"], cam.mask[f])
+        np.testing.assert_allclose(labels["joints2d"], cam.joints2d[f], atol=1e-3, rtol=0)
+        for name in ("hand_pose", "transl", "betas"):
+            np.testing.assert_allclose(labels["mano"][name], getattr(cam.hand[f], name)[0], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(labels["T_cam_obj"], cam.T_cam_obj[f], atol=1e-6, rtol=0)
+        import cv2
+
+        depth_file = dex.root / SUBJECT / SEQUENCE / serial / f"aligned_depth_to_color_{f:06d}.png"
+        sensor_mm = cv2.imread(str(depth_file), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        assert np.array_equal(frame["sensor_depth"].astype(np.int64), sensor_mm * 10)  # depth_scale 0.1
+        K = np.asarray(meta["camera"]["K"])
+        assert K[0, 0] == dex.truth[serial].intrinsics.fx
+        seen += 1
+    assert seen == 5
+
+    # the exporters need nothing special: BOP rebuilds the object from the run config
+    result = CliRunner().invoke(main, ["export", "bop", str(out), str(tmp_path / "bop")])
+    assert result.exit_code == 0, result.output
+    scene_gt = next((tmp_path / "bop").rglob("scene_gt.json"))
+    assert len(json.loads(scene_gt.read_text())) == 5
+
+
+def test_clips_resize_and_split_in_process(dex, request):
+    config = _config(dex, clip=3, width=32, height=24, split="s2:train")
+    sampler = RealSampler(config, dex.hand)
+    request.addfinalizer(sampler.close)
+    assert len(sampler.source) == 2  # one clip of 3 frames per camera
+    members, info = sampler.sample(0)
+    assert members is not None and "f002.rgb.png" in members
+    skip_members, skip = sampler.sample(1)  # camera 2 has an unannotated frame inside its clip
+    assert skip_members is None and "frame(s) [1]" in skip["reason"]
+
+    meta = json.loads(members["meta.json"])
+    K = np.asarray(meta["camera"]["K"])
+    want, scaled, crop = cover_crop(dex.truth[SERIALS[0]].intrinsics, (32, 24))
+    assert (meta["camera"]["width"], meta["camera"]["height"]) == (32, 24)
+    np.testing.assert_allclose(K, want.K)
+    assert meta["source"]["resize"] == {"from": [64, 48], "scaled": list(scaled), "crop": list(crop)}
+    clip = sampler.clip(0)
+    assert clip.rgb.shape == (3, 24, 32, 3) and clip.seg.shape == (3, 24, 32)
+    for t, labels in enumerate(meta["frames"]):
+        assert labels["source_frame"] == t
+        np.testing.assert_allclose(labels["joints2d"], clip.joints2d[t], atol=1e-3, rtol=0)
+        joints = np.asarray(labels["joints3d"])
+        np.testing.assert_allclose(labels["joints2d"], want.project(joints), atol=1e-9)
+
+
+def test_split_rules_follow_the_toolkit_index_rules():
+    def count(split, n, which):
+        return sum(split_rule(split)[which](i) for i in range(n))
+
+    assert count("s0:train", 100, 2) == 80 and count("s0:val", 100, 2) == 20
+    assert count("s0:val", 10, 0) == 2 and count("s0:test", 10, 0) == 8
+    assert count("s1:train", 10, 0) == 7 and count("s1:val", 10, 0) == 1 and count("s1:test", 10, 0) == 2
+    assert count("s2:train", 8, 1) == 6 and split_rule("s2:test")[1](7) and not split_rule("s2:test")[1](6)
+    assert (
+        count("s3:train", 100, 2) == 75 and count("s3:val", 100, 2) == 10 and count("s3:test", 100, 2) == 15
+    )
+    with pytest.raises(ValueError, match="s0 \\(seen\\)"):
+        split_rule("s4:train")
+    with pytest.raises(ValueError, match="split train, val or test"):
+        split_rule("s0:eval")
+
+
+def test_fixture_splits(dex):
+    assert len(DexYCBSource(dex.root, "s0:train")) == 6  # subject 0, sequence 0
+    assert len(DexYCBSource(dex.root, "s2:train", clip=3)) == 2  # cameras 0-5: both fixture cameras
+    with pytest.raises(ValueError, match="no frames selected"):
+        DexYCBSource(dex.root, "s0:test")  # subjects 2-9 only
+    with pytest.raises(ValueError, match="no frames selected"):
+        DexYCBSource(dex.root, "s2:val")  # camera 6 only
+    with pytest.raises(ValueError, match="no frames selected"):
+        DexYCBSource(dex.root, clip=4)  # 3-frame sequences fill no 4-frame clip
+
+
+@pytest.fixture
+def broken(dex, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(dex.root, root)
+    return root
+
+
+def test_missing_intrinsics_names_the_file(broken):
+    path = broken / "calibration" / "intrinsics" / f"{SERIALS[1]}_640x480.yml"
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match=f"{SERIALS[1]}_640x480.yml"):
+        DexYCBSource(broken)
+
+
+def test_missing_model_and_mano_calibration_name_the_file(broken):
+    (broken / "models" / GRASP_NAME / "textured_simple.obj").unlink()
+    with pytest.raises(FileNotFoundError, match=f"{GRASP_NAME}/textured_simple.obj"):
+        DexYCBSource(broken)
+    shutil.rmtree(broken / "calibration" / "mano_20200709_subject_01")
+    with pytest.raises(FileNotFoundError, match="mano.yml"):
+        DexYCBSource(broken)
+
+
+def test_left_hand_sequence_is_refused(broken):
+    meta_file = broken / SUBJECT / SEQUENCE / "meta.yml"
+    meta = yaml.safe_load(meta_file.read_text())
+    meta["mano_sides"] = ["left"]
+    meta_file.write_text(yaml.safe_dump(meta))
+    with pytest.raises(ValueError, match=r"left hand .*meta\.yml.*right hand"):
+        DexYCBSource(broken)
+
+
+def test_truncated_labels_name_the_file(dex, broken):
+    path = broken / SUBJECT / SEQUENCE / SERIALS[0] / "labels_000002.npz"
+    path.write_bytes(path.read_bytes()[:200])
+    source = DexYCBSource(broken)
+    with pytest.raises(ValueError, match="labels_000002.npz is truncated or corrupt"):
+        source.load(2, dex.hand)
+
+
+def test_real_sources_need_the_mano_hand(dex):
+    builtin = load_hand("builtin")
+    with pytest.raises(ValueError, match="--hand mano"):
+        check_real_config(_config(dex), builtin)
+    result = CliRunner().invoke(
+        main, ["synth", "--objects", "builtin:nocs", "--out", "x", "--split", "s0:train"]
+    )
+    assert result.exit_code != 0 and "dexycb:ROOT / ho3d:ROOT" in result.output
+
+
+def test_paths_are_relative_to_the_root(dex):
+    files = dict(DexYCBSource(dex.root).input_files())
+    assert f"models/{GRASP_NAME}/textured_simple.obj" in files
+    assert f"calibration/intrinsics/{SERIALS[0]}_640x480.yml" in files
+    assert all(Path(p).is_file() for p in files.values())
