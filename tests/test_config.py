@@ -12,7 +12,7 @@ from hoigen.geometry.camera import CameraConfig
 from hoigen.grasping.contact import GraspConfig
 from hoigen.grasping.trajectory import TrajectoryConfig
 
-SECTIONS = ("objects", "hand", "grasp", "trajectory", "camera", "render")
+SECTIONS = ("objects", "hand", "grasp", "trajectory", "camera", "render", "real")
 
 
 def custom_config() -> RunConfig:
