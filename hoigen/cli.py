@@ -614,6 +614,61 @@ def nocs_augment_cmd(nocs_root, out, ratio, mode, num_frames, split, class0, see
     click.echo(json.dumps({k: report.get(k) for k in keys}, indent=1, default=str))
 
 
+@main.group()
+def convert():
+    """Convert released model weights into the local folders hoigen loads (nothing is downloaded)."""
+
+
+@convert.command("hoidiffusion")
+@click.argument("src_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--sd-config",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="a weightless diffusers config folder for a checkpoint that is not SD-1.4 [SRC_DIR/hoigen_sd_config]",
+)
+@click.option("--adapters-only", is_flag=True, help="convert only model_condition.pth (use with --sd DIR)")
+@click.option("-v", "--verbose", count=True)
+def convert_hoidiffusion(src_dir, out_dir, sd_config, adapters_only, verbose):
+    """HOIDiffusion's model_condition.pth + model_sd_finetuned.ckpt in SRC_DIR -> a diffusers folder OUT_DIR."""
+    _setup_logging(verbose)
+    try:
+        from hoigen.diffusion.hoidiffusion.weights import convert_released
+
+        record = convert_released(src_dir, out_dir, config_dir=sd_config, adapters_only=adapters_only)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    params = ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in record["parameters"].items())
+    click.echo(
+        f"converted {', '.join(record['inputs'])} into {out_dir} ({params}); "
+        f"sha256 of inputs and outputs in {out_dir / 'hoigen_weights.json'}"
+    )
+
+
+@main.group()
+def fixture():
+    """Write tiny RANDOM models for trying the pipeline end to end without the real weights."""
+
+
+@fixture.command("hoidiffusion")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--released", is_flag=True, help="write the released file formats instead (to try `convert`)")
+def fixture_hoidiffusion(out_dir, seed, released):
+    """A tiny random HOIDiffusion-shaped model folder (its images are noise) for --hoidiffusion OUT_DIR."""
+    try:
+        from hoigen.diffusion.hoidiffusion.fixtures import write_tiny_hoidiffusion, write_tiny_released
+
+        (write_tiny_released if released else write_tiny_hoidiffusion)(out_dir, seed=seed)
+    except (ValueError, FileExistsError, ImportError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote a tiny RANDOM HOIDiffusion model ({'released formats' if released else 'converted layout'}, "
+        f"seed {seed}) to {out_dir}: for trying the pipeline end to end, its images are noise"
+    )
+
+
 @main.command()
 @click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
 @click.option("--source", default=None, help="dexycb:ROOT or ho3d:ROOT: check re-rendered labels")

@@ -7,6 +7,7 @@ Each check runs independently and never raises; GL platforms are probed in subpr
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -146,10 +147,8 @@ def check_assets() -> list[Check]:
             out.append(Check("assets", "GrabNet", True, describe_grabnet_dir(grabnet_env)))
         except Exception as exc:  # a report line, never a crash
             out.append(Check("assets", "GrabNet", False, f"HOIGEN_GRABNET_DIR={grabnet_env}: {exc}"))
-    for env, what, files in (
-        ("HOIGEN_HOIDIFFUSION_DIR", "HOIDiffusion weights (--appearance hoidiffusion, later)", ()),
-        ("HOIGEN_COGVIDEOX_DIR", "CogVideoX weights (--video hvg3d, later)", ()),
-    ):
+    out += check_hoidiffusion()
+    for env, what, files in (("HOIGEN_COGVIDEOX_DIR", "CogVideoX weights (--video hvg3d, later)", ()),):
         value = os.environ.get(env, "")
         if not value:
             out.append(Check("assets", what, None, f"{env} not set"))
@@ -159,6 +158,56 @@ def check_assets() -> list[Check]:
         )
         ok = not missing
         out.append(Check("assets", what, ok, f"{env}={value}" + (f": missing {missing}" if missing else "")))
+    return out
+
+
+def check_hoidiffusion() -> list[Check]:
+    """HOIGEN_HOIDIFFUSION_DIR / HOIGEN_SD_DIR checked without loading weights.
+
+    A converted folder: every component is built on the meta device from its config and compared with its weight
+    files' headers (keys and shapes). Released files: the whole conversion is dry-run on the meta device.
+    """
+    out = []
+    for env, what in (("HOIGEN_HOIDIFFUSION_DIR", "HOIDiffusion"), ("HOIGEN_SD_DIR", "SD-1.x (--sd)")):
+        value = os.environ.get(env, "")
+        if not value:
+            if env == "HOIGEN_HOIDIFFUSION_DIR":
+                detail = f"{env} not set: --photo hoidiffusion needs --hoidiffusion DIR"
+                out.append(Check("assets", what, None, detail))
+            continue
+        if _version("diffusers") is None:
+            out.append(Check("assets", what, False, f"{env}={value}: needs pip install 'hoigen[diffusion]'"))
+            continue
+        try:
+            from hoigen.diffusion.hoidiffusion.weights import check_released, check_weights, folder_kind
+
+            folder = Path(value).expanduser()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder} is not a folder")
+            if folder_kind(folder) == "released":
+                report = check_released(folder)
+                params = sum(report["parameters"].values())
+                detail = (
+                    f"released files, {params / 1e6:.1f} M parameters convert cleanly (dry run); converted on "
+                    "first use, or run `hoigen convert hoidiffusion`"
+                )
+            else:
+                report = check_weights(folder)
+                parts = [
+                    f"{c} {report[c]['parameters'] / 1e6:.1f} M"
+                    for c in ("unet", "vae", "text_encoder")
+                    if c in report
+                ]
+                if "adapters" in report:
+                    parts.append(f"{len(report['adapters'])} adapters")
+                random = ""
+                record = folder / "hoigen_weights.json"
+                if record.is_file() and json.loads(record.read_text()).get("random"):
+                    random = " — RANDOM fixture weights (images are noise)"
+                detail = f"{report['kind']} folder: {', '.join(parts)}; keys and shapes match{random}"
+            out.append(Check("assets", what, True, f"{env}={value}: {detail}"))
+        except Exception as exc:  # a report line, never a crash
+            out.append(Check("assets", what, False, f"{env}={value}: {exc}"))
     return out
 
 
