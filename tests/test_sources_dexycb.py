@@ -101,6 +101,11 @@ def test_rerendered_joints_and_masks_equal_the_dataset_labels(dex, request):
     assert len(checks) == 3
     assert all(c.joints2d_max_px < 1e-3 and c.iou_hand == 1.0 and c.iou_object == 1.0 for c in checks)
     assert "IoU hand 1.000" in format_checks(checks)[-1]
+    result = CliRunner().invoke(main, ["doctor", "--source", f"dexycb:{dex.root}", "--mano", str(dex.mano)])
+    assert result.exit_code == 0, result.output
+    assert "joints2d max" in result.output and "worst over 4 frames" in result.output
+    result = CliRunner().invoke(main, ["doctor", "--source", f"dexycb:{dex.root / 'nope'}"])
+    assert result.exit_code != 0 and "does not exist" in result.output
 
 
 def test_synth_writes_ordinary_shards_from_real_frames(dex, tmp_path):

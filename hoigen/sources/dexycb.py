@@ -140,6 +140,7 @@ class DexYCBSource(RealSource):
             )
         self.sequences: dict[str, dict] = {}  # "<subject>/<sequence>" -> meta.yml + calibration
         self._intrinsics: dict[str, dict] = {}
+        self._calibration_files: dict[Path, dict] = {}
         left: list[Path] = []
         for subject_dir in subjects:
             s_index = int(_SUBJECT_DIR.match(subject_dir.name).group(1)) - 1
@@ -197,6 +198,12 @@ class DexYCBSource(RealSource):
         paths.update(self.root / "calibration" / "intrinsics" / f"{s}_640x480.yml" for s in self._intrinsics)
         return sorted((p.relative_to(self.root).as_posix(), p) for p in paths)
 
+    def _calibration(self, path: Path, what: str) -> dict:
+        """A calibration YAML, read once (many sequences share one)."""
+        if path not in self._calibration_files:
+            self._calibration_files[path] = read_yaml(path, what)
+        return self._calibration_files[path]
+
     def _read_meta(self, seq_dir: Path) -> dict:
         path = seq_dir / "meta.yml"
         meta = read_yaml(path, "DexYCB sequence meta")
@@ -213,13 +220,13 @@ class DexYCBSource(RealSource):
             raise ValueError(f"{path}: ycb_grasp_ind {grasp} does not pick a YCB class of ycb_ids {ycb_ids}")
         calib = self.root / "calibration"
         mano_file = calib / f"mano_{meta['mano_calib'][0]}" / "mano.yml"
-        betas = read_yaml(mano_file, "DexYCB MANO calibration").get("betas")
+        betas = self._calibration(mano_file, "DexYCB MANO calibration").get("betas")
         if betas is None or np.shape(betas) != (10,):
             raise ValueError(
                 f"DexYCB MANO calibration {mano_file}: 'betas' must be 10 numbers, got {betas!r}"
             )
         extr_file = calib / f"extrinsics_{meta['extrinsics']}" / "extrinsics.yml"
-        extrinsics = read_yaml(extr_file, "DexYCB extrinsics").get("extrinsics")
+        extrinsics = self._calibration(extr_file, "DexYCB extrinsics").get("extrinsics")
         if not isinstance(extrinsics, dict):
             raise ValueError(f"DexYCB extrinsics {extr_file} has no 'extrinsics' mapping of serials")
         T_master_cam = {}
