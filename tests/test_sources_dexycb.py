@@ -163,6 +163,8 @@ def test_clips_resize_and_split_in_process(dex, request):
     assert len(sampler.source) == 2  # one clip of 3 frames per camera
     members, info = sampler.sample(0)
     assert members is not None and "f002.rgb.png" in members
+    with RealSampler(config, dex.hand) as again:  # same config and seed: the same bytes
+        assert again.sample(0)[0] == members
     skip_members, skip = sampler.sample(1)  # camera 2 has an unannotated frame inside its clip
     assert skip_members is None and "frame(s) [1]" in skip["reason"]
 
