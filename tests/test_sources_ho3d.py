@@ -97,6 +97,11 @@ def test_synth_clips_from_ho3d(ho3d, tmp_path):
         np.testing.assert_allclose(labels["joints2d"], (j @ K.T)[:, :2] / j[:, 2:], atol=1e-9)
         np.testing.assert_allclose(labels["mano"]["hand_pose"], ho3d.truth.hand[t].hand_pose[0], atol=1e-6)
     run = json.loads((out / "run.json").read_text())
+    assert sorted(run["inputs"]["objects"]) == [
+        "evaluation.txt",
+        f"models/{HO3D_OBJECT}/textured_simple.obj",
+        "train.txt",
+    ]
     assert run["config"]["real"] == {"split": "", "width": 32, "height": 32}
 
 

@@ -99,11 +99,20 @@ class HO3DSource(RealSource):
         return frames
 
     def input_files(self) -> list[tuple[str, Path]]:
-        """The split's frame list and the models of the objects its sequences show."""
-        paths = {self.root / f"{self.split}.txt"} if (self.root / f"{self.split}.txt").is_file() else set()
-        for sequence, first, _ in self._runs:
-            name = self.object_key(Window(sequence, (first,)))
-            paths.add(self.root / "models" / name / "textured_simple.obj")
+        """Both splits' frame lists and the models of every sequence's object (whatever split a run picks, since
+        ``hoigen synth`` pins the files of the source opened without its options)."""
+        paths = {self.root / f"{split}.txt" for split in SPLITS if (self.root / f"{split}.txt").is_file()}
+        for split in SPLITS:
+            folder = self.root / split
+            for seq_dir in (
+                sorted(p for p in folder.iterdir() if (p / "meta").is_dir()) if folder.is_dir() else ()
+            ):
+                first = min((p for p in (seq_dir / "meta").glob("*.pkl") if p.stem.isdigit()), default=None)
+                if first is None:
+                    continue
+                name = read_array_pickle(first, "HO-3D frame meta").get("objName")
+                if name is not None:
+                    paths.add(self.root / "models" / str(name) / "textured_simple.obj")
         return sorted((p.relative_to(self.root).as_posix(), p) for p in paths)
 
     def _meta_path(self, seq: str, f: int) -> Path:
