@@ -31,10 +31,99 @@ def _grasp_options(command):
     return click.option(
         "--grasp",
         "grasp_method",
-        type=click.Choice(["contact", "grabnet"]),
+        type=click.Choice(["contact", "contact-v1", "grabnet"]),
         default=None,
-        help="grasp method [contact]",
+        help="grasp method (contact-v1: the earlier sampler, kept as a baseline) [contact]",
     )(command)
+
+
+PHOTO_CHOICES = ("none", "hoidiffusion")
+VIDEO_CHOICES = ("none", "hvg3d")
+
+
+def _generation_options(command):
+    """The options of the generative stage, shared by ``generate`` and ``synth``."""
+    options = [
+        click.option(
+            "--hoidiffusion",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="HOIDiffusion weights: a folder made by `hoigen convert hoidiffusion`, or the released "
+            "model_condition.pth + model_sd_finetuned.ckpt [$HOIGEN_HOIDIFFUSION_DIR]",
+        ),
+        click.option(
+            "--sd", type=click.Path(path_type=Path), default=None, help="a local diffusers SD-1.x folder [$HOIGEN_SD_DIR]"
+        ),
+        click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True, help="photo: DDIM steps"),
+        click.option("--guidance", type=float, default=7.5, show_default=True, help="photo: guidance scale"),
+        click.option("--no-anchor", is_flag=True, help="photo: no anchor-frame attention (frames independent)"),
+        click.option("--normals", type=click.Choice(["exact", "midas"]), default="exact", show_default=True),
+        click.option("--midas", type=click.Path(path_type=Path), default=None, help="local DPT depth model folder"),
+        click.option("--crop", is_flag=True, help="photo: generate the hand-object box ± 50 px, square"),
+        click.option("--crop-size", type=click.IntRange(min=8), default=512, show_default=True),
+        click.option("--prompt-style", multiple=True, help="photo: appearance phrase (repeat; one drawn per sample)"),
+        click.option("--background", multiple=True, help="photo: background phrase (repeat; one drawn per sample)"),
+        click.option("--batch-frames", type=click.IntRange(min=1), default=16, show_default=True),
+        click.option("--cogvideox", type=click.Path(path_type=Path), default=None, help="[$HOIGEN_COGVIDEOX_DIR]"),
+        click.option("--hvg3d", type=click.Path(path_type=Path), default=None, help="[$HOIGEN_HVG3D_DIR]"),
+        click.option("--video-steps", type=click.IntRange(min=1), default=50, show_default=True),
+        click.option("--video-guidance", type=float, default=6.0, show_default=True),
+        click.option("--first-frame", type=click.Path(dir_okay=False, path_type=Path), default=None),
+        click.option("--video-frames", is_flag=True, help="video: also write fNNN.video.png"),
+        click.option("--no-points", is_flag=True, help="video: switch the point branch off"),
+        click.option("--no-tracking", is_flag=True, help="video: switch the tracking branch off"),
+        click.option("--offload", is_flag=True, help="video: CPU offload of the model parts"),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]"),
+        click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _generate_config(photo, video, kw):
+    from hoigen.diffusion.stage import GenerateConfig
+
+    photo_options = {
+        "steps": kw["steps"],
+        "guidance": kw["guidance"],
+        "anchor": not kw["no_anchor"],
+        "normals": kw["normals"],
+        "midas": str(kw["midas"]) if kw["midas"] else None,
+        "crop": kw["crop"],
+        "crop_size": kw["crop_size"],
+        "prompt_styles": list(kw["prompt_style"]),
+        "backgrounds": list(kw["background"]),
+        "batch_frames": kw["batch_frames"],
+    }
+    video_options = {
+        "steps": kw["video_steps"],
+        "guidance": kw["video_guidance"],
+        "first_frame": str(kw["first_frame"]) if kw["first_frame"] else None,
+        "video_frames": kw["video_frames"],
+        "no_points": kw["no_points"],
+        "no_tracking": kw["no_tracking"],
+        "offload": kw["offload"],
+    }
+    return GenerateConfig(
+        photo=photo,
+        video=video,
+        hoidiffusion=str(kw["hoidiffusion"]) if kw["hoidiffusion"] else None,
+        sd=str(kw["sd"]) if kw["sd"] else None,
+        photo_options=photo_options,
+        cogvideox=str(kw["cogvideox"]) if kw["cogvideox"] else None,
+        hvg3d=str(kw["hvg3d"]) if kw["hvg3d"] else None,
+        video_options=video_options,
+        device=kw["device"],
+        dtype=kw["dtype"],
+    )
+
+
+_GENERATION_KEYS = (
+    "hoidiffusion", "sd", "steps", "guidance", "no_anchor", "normals", "midas", "crop", "crop_size", "prompt_style",
+    "background", "batch_frames", "cogvideox", "hvg3d", "video_steps", "video_guidance", "first_frame",
+    "video_frames", "no_points", "no_tracking", "offload", "device", "dtype",
+)
 
 
 @click.group()
@@ -47,7 +136,12 @@ def main():
 @click.option("--objects", "objects_", default=None, help="builtin:nocs or a folder of meshes [builtin:nocs]")
 @click.option("--n", "n", default=1, show_default=True, type=click.IntRange(min=1), help="grasps per object")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
-@click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
+@click.option(
+    "--hand",
+    type=click.Choice(["builtin", "builtin-v1", "builtin-v2", "mano"]),
+    default=None,
+    help="hand model; builtin = builtin-v2 [builtin]",
+)
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
 @click.option(
     "--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes"
@@ -56,16 +150,20 @@ def main():
 @_grasp_options
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--physics", is_flag=True, help="MuJoCo hold test of every grasp, with its two controls (hoigen[physics])")
 @click.option("-v", "--verbose", count=True, help="-v info, -vv debug")
-def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet, seed, config_file, verbose):
-    """Sample N grasps per object and write OUT/grasps.json (+ grasps.npz, built-in meshes in OUT/objects/)."""
+def grasp(
+    objects_, n, out, hand, mano, units, categories, grasp_method, grabnet, seed, config_file, physics, verbose
+):
+    """Sample N grasps per object; write OUT/grasps.json, grasps.npz, the object meshes (OUT/objects/) and the posed
+    hands (OUT/hands/)."""
     _setup_logging(verbose)
     from tqdm import tqdm
 
     from hoigen.grasping import GraspError
     from hoigen.grasping.grabnet_data import grasp_sampler_factory
     from hoigen.hands import load_hand
-    from hoigen.objects import BuiltinSource, ObjectError, open_source
+    from hoigen.objects import ObjectError, open_source
 
     try:
         cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
@@ -79,6 +177,10 @@ def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet
         source = open_source(config.objects.source, config.objects.units, config.objects.categories)
         hand_model = load_hand(config.hand.model, config.hand.mano or None)
         make_sampler = grasp_sampler_factory(config.grasp, hand_model)
+        if physics:
+            from hoigen.grasping.physics import HoldTest, _import_mujoco
+
+            _import_mujoco()
     except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, ObjectError) as exc:
         raise click.ClickException(str(exc)) from exc
 
@@ -90,7 +192,10 @@ def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet
     except OSError as exc:
         raise click.ClickException(f"cannot write to the output folder {out}: {exc}") from exc
 
+    import trimesh
+
     records, arrays, skipped, objects_meta = [], [], [], []
+    physics_controls: dict = {}
     candidates = passed = 0
     start = time.perf_counter()
     with tqdm(total=len(source) * n, unit="grasp", desc="grasping", dynamic_ncols=True) as bar:
@@ -103,13 +208,16 @@ def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet
                 bar.update(n)
                 continue
             meta = asset.metadata()
-            if isinstance(source, BuiltinSource):
-                (out / "objects").mkdir(exist_ok=True)
-                mesh_path = out / "objects" / f"{asset.id}.ply"
-                asset.mesh.export(mesh_path)
-                meta["mesh"] = str(mesh_path.relative_to(out))
+            (out / "objects").mkdir(exist_ok=True)
+            mesh_path = out / "objects" / f"{asset.id}.ply"
+            asset.mesh.export(mesh_path)
+            meta["mesh"] = str(mesh_path.relative_to(out))
             objects_meta.append(meta)
             sampler = make_sampler(asset)
+            hold = HoldTest(asset.mesh, friction=config.grasp.friction) if physics else None
+            if hold is not None and not physics_controls:
+                physics_controls = {"object": asset.id, "no_hand": hold.control_free_fall()}
+                physics_controls["boxed_in"] = hold.control_boxed()
             for j in range(n):
                 try:
                     g = sampler.sample(np.random.default_rng([config.seed, k, 1 + j]))
@@ -124,6 +232,14 @@ def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet
                 record = g.to_dict()
                 record["object_index"] = len(objects_meta) - 1
                 record["seed"] = [config.seed, k, 1 + j]
+                (out / "hands").mkdir(exist_ok=True)
+                hand_path = out / "hands" / f"{len(records):05d}.ply"
+                trimesh.Trimesh(hand_model.forward(g.params).vertices[0], hand_model.faces, process=False).export(
+                    hand_path
+                )
+                record["hand_mesh"] = str(hand_path.relative_to(out))
+                if hold is not None:
+                    record["physics"] = hold.run(hand_model, g.params)
                 records.append(record)
                 arrays.append(g.params)
                 bar.update(1)
@@ -138,6 +254,8 @@ def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet
         "grasps": records,
         "skipped": skipped,
     }
+    if physics:
+        result["physics_controls"] = physics_controls
     (out / "grasps.json").write_text(json.dumps(result, indent=1))
     if arrays:
         from hoigen.hands.model import HandParams
@@ -156,6 +274,9 @@ def grasp(objects_, n, out, hand, mano, units, categories, grasp_method, grabnet
         f"({len(records) / max(elapsed, 1e-9):.2f} grasps/s; {passed} of {candidates} candidates passed the gate); "
         f"{len(skipped)} skipped; wrote {out / 'grasps.json'}"
     )
+    if physics and records:
+        held = sum(r["physics"]["held"] for r in records)
+        click.echo(f"physics: {held} of {len(records)} grasps held in >= 4 of 6 gravity directions")
     if not records:
         raise click.ClickException("no grasp was accepted; see the warnings above")
 
@@ -201,17 +322,24 @@ def _run_config(config_file, **sections) -> RunConfig:
 @click.option(
     "--manipulation", type=click.IntRange(min=0), default=None, help="frames moving hand+object [0]"
 )
-@click.option("--size", type=(int, int), default=None, help="image size W H (square; any for dexycb:/ho3d:)")
+@click.option("--size", type=(int, int), default=None, help="image size W H, e.g. 720 480 (any for dexycb:/ho3d:)")
 @click.option("--split", default=None, help="dexycb: s0:train ... s3:test; ho3d: train|evaluation [all]")
 @click.option(
     "--clip", type=click.IntRange(min=1), default=None, help="dexycb:/ho3d: consecutive frames per sample [1]"
 )
-@click.option("--camera", "camera_preset", default=None, help="nocs-camera or square-N [square-512]")
+@click.option("--camera", "camera_preset", default=None, help="nocs-camera, square-N or WxH [square-512]")
 @_grasp_options
-@click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
+@click.option(
+    "--hand",
+    type=click.Choice(["builtin", "builtin-v1", "builtin-v2", "mano"]),
+    default=None,
+    help="hand model; builtin = builtin-v2 [builtin]",
+)
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
-@click.option("--appearance", type=click.Choice(["render"]), default="render", show_default=True)
-@click.option("--video", type=click.Choice(["none"]), default="none", show_default=True)
+@click.option(
+    "--photo", type=click.Choice(PHOTO_CHOICES), default="none", show_default=True, help="photoreal frames"
+)
+@click.option("--video", type=click.Choice(VIDEO_CHOICES), default="none", show_default=True, help="videos")
 @click.option(
     "--units", type=click.Choice(["auto", "m", "cm", "mm"]), default=None, help="units of folder meshes"
 )
@@ -229,6 +357,7 @@ def _run_config(config_file, **sections) -> RunConfig:
 @click.option(
     "--resume", is_flag=True, help="continue a run in OUT (rerunning the same command does the same)"
 )
+@_generation_options
 @click.option("-v", "--verbose", count=True)
 def synth(
     objects_,
@@ -244,7 +373,7 @@ def synth(
     grabnet,
     hand,
     mano,
-    appearance,
+    photo,
     video,
     units,
     workers,
@@ -256,6 +385,7 @@ def synth(
     config_file,
     resume,
     verbose,
+    **generation,
 ):
     """Generate N grasp sequences as WebDataset shards in OUT/shards, with OUT/manifest.json."""
     _setup_logging(verbose)
@@ -264,7 +394,7 @@ def synth(
     from hoigen.render.gl import RenderError
     from hoigen.synth.run import SynthInterrupted, SynthJob, run_synth
 
-    del appearance, video, resume  # single choices for now; finished shards are always kept
+    del resume  # finished shards are always kept
     try:
         from hoigen.sources import is_real_source, source_for_config
 
@@ -302,9 +432,23 @@ def synth(
                     f"--shards takes I:J (shard numbers, J exclusive), got {shard_range!r}"
                 ) from exc
             span = (a, b)
-        summary = run_synth(
-            job, workers=workers, executor=executor, shard_range=span, ray_address=ray_address
-        )
+        if photo == "none" and video == "none":
+            summary = run_synth(
+                job, workers=workers, executor=executor, shard_range=span, ray_address=ray_address
+            )
+        else:
+            from hoigen.diffusion.stage import synth_and_generate
+
+            gen_config = _generate_config(photo, video, generation)
+            render_job = SynthJob(config, out / "render", n, samples_per_shard)
+            summary, generated = synth_and_generate(
+                render_job, gen_config, out, workers=workers, executor=executor, shard_range=span,
+                ray_address=ray_address,
+            )
+            click.echo(
+                f"generated {generated.frames} frames on {generated.device} into {out / 'shards'} "
+                f"(renders in {out / 'render'})"
+            )
     except SynthInterrupted as exc:
         click.echo(
             f"interrupted by {exc.signal_name}: finished shards in {out / 'shards'} are kept; rerun the same "
@@ -342,8 +486,13 @@ def synth(
 @click.option(
     "--manipulation", type=click.IntRange(min=0), default=None, help="frames moving hand+object [0]"
 )
-@click.option("--camera", "camera_preset", default=None, help="nocs-camera or square-N [square-512]")
-@click.option("--hand", type=click.Choice(["builtin", "mano"]), default=None, help="hand model [builtin]")
+@click.option("--camera", "camera_preset", default=None, help="nocs-camera, square-N or WxH [square-512]")
+@click.option(
+    "--hand",
+    type=click.Choice(["builtin", "builtin-v1", "builtin-v2", "mano"]),
+    default=None,
+    help="hand model; builtin = builtin-v2 [builtin]",
+)
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -488,11 +637,35 @@ def inspect(shards_dir, as_json):
     show_default=True,
     help="NOCS: frames of non-NOCS objects",
 )
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="NOCS: fraction of the samples written to the val split",
+)
+@click.option(
+    "--allow-intrinsics",
+    is_flag=True,
+    help="NOCS: export although the intrinsics are not CAMERA's (SPD hard-codes them); warns",
+)
 @click.option("--images-per-scene", type=click.IntRange(min=1), default=1000, show_default=True, help="BOP")
 @click.option("--overwrite", is_flag=True, help="COCO/BOP: replace an existing export in OUT_DIR")
 @click.option("--no-verify", is_flag=True, help="do not check the shards against the manifest (sha256, counts)")
 def export(
-    fmt, shards_dir, out_dir, split, image, size, camera_depth, class0, images_per_scene, overwrite, no_verify
+    fmt,
+    shards_dir,
+    out_dir,
+    split,
+    image,
+    size,
+    camera_depth,
+    class0,
+    val_fraction,
+    allow_intrinsics,
+    images_per_scene,
+    overwrite,
+    no_verify,
 ):
     """Export shards to the NOCS (CAMERA) layout, COCO or BOP."""
     checks = {"verify": False} if no_verify else {}  # the exporters verify by default
@@ -509,6 +682,8 @@ def export(
                 height=size[1],
                 camera_depth=camera_depth,
                 class0=class0,
+                val_fraction=val_fraction if (split or "train") != "val" else 0.0,
+                allow_intrinsics=allow_intrinsics,
                 **checks,
             )
         elif fmt == "coco":
@@ -525,6 +700,7 @@ def export(
                 out_dir,
                 split=split or "train_pbr",
                 images_per_scene=images_per_scene,
+                image=image,
                 overwrite=overwrite,
                 progress=True,
                 **checks,
@@ -582,11 +758,29 @@ def verify(out, decode):
 @click.option("--class0", type=click.Choice(["skip", "keep"]), default="skip", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--overwrite", is_flag=True)
-def nocs_augment_cmd(nocs_root, out, ratio, mode, num_frames, split, class0, seed, overwrite):
+@click.option(
+    "--photo",
+    type=click.Choice(PHOTO_CHOICES),
+    default="none",
+    show_default=True,
+    help="hoidiffusion: photoreal hand and grasped object (labels unchanged)",
+)
+@_generation_options
+def nocs_augment_cmd(nocs_root, out, ratio, mode, num_frames, split, class0, seed, overwrite, photo, **generation):
     """HOIDiffusion's recipe: hands grasping NOCS objects in their poses, written in NOCS layout + mixed list."""
     from tqdm import tqdm
 
     from hoigen.exports.nocs_augment import nocs_augment
+
+    backend = None
+    if photo != "none":
+        try:
+            from hoigen.diffusion.stage import SampleGenerator
+
+            gen_config = _generate_config(photo, "none", {**generation, "crop": True})
+            backend = SampleGenerator(gen_config).photo  # weights load (and fail) before any frame is made
+        except (ValueError, ImportError, FileNotFoundError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
 
     with tqdm(unit="frame", desc="nocs-augment", dynamic_ncols=True) as bar:
 
@@ -610,8 +804,45 @@ def nocs_augment_cmd(nocs_root, out, ratio, mode, num_frames, split, class0, see
             )
         except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
-    keys = ("hoi_frames", "shortfall", "failed", "class0", "list")
+    if backend is not None:
+        from hoigen.exports.nocs_photo import photo_pass
+
+        try:
+            report["photo"] = photo_pass(report, backend, seed)
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    keys = ("hoi_frames", "shortfall", "failed", "class0", "list", "photo")
     click.echo(json.dumps({k: report.get(k) for k in keys}, indent=1, default=str))
+
+
+@main.command()
+@click.argument("shards_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--photo", type=click.Choice(PHOTO_CHOICES), default="none", show_default=True)
+@click.option("--video", type=click.Choice(VIDEO_CHOICES), default="none", show_default=True)
+@_generation_options
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="default: one per visible GPU")
+@click.option("-v", "--verbose", count=True)
+def generate(shards_dir, out_dir, photo, video, executor, workers, verbose, **generation):
+    """Add photoreal frames (HOIDiffusion) and/or videos (HVG-3D) to the shards of SHARDS_DIR, into OUT_DIR."""
+    _setup_logging(verbose)
+    try:
+        from hoigen.diffusion.stage import GenerateJob, run_generate
+
+        job = GenerateJob(shards_dir, out_dir, _generate_config(photo, video, generation))
+        summary = run_generate(job, executor=executor, workers=workers)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished shards in {out_dir / 'shards'} are kept; rerun to resume", err=True)
+        raise click.exceptions.Exit(130) from None
+    except (ValueError, ImportError, FileNotFoundError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    rate = summary.frames / max(summary.seconds, 1e-9)
+    click.echo(
+        f"{summary.samples} samples, {summary.frames} frames generated on {summary.device} in "
+        f"{summary.shards_made} new shards, {summary.shards_kept} kept; {summary.seconds:.1f} s "
+        f"({rate:.2f} frames/s); written to {out_dir / 'shards'}"
+    )
 
 
 @main.group()

@@ -33,7 +33,9 @@ from hoigen.synth.run import SynthJob, run_synth  # noqa: E402
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
     out = tmp_path_factory.mktemp("photo-cond") / "run"
-    config = RunConfig().replace(camera={"preset": "square-128"}, trajectory={"frames": 2}, grasp={"candidates": 2})
+    config = RunConfig().replace(
+        camera={"preset": "square-128"}, trajectory={"frames": 2}, grasp={"candidates": 2}
+    )
     run_synth(SynthJob(config, out, n=2, samples_per_shard=2), workers=1, progress=False)
     samples = {}
     for path in sorted((out / "shards").glob("*.tar")):
@@ -66,7 +68,9 @@ def test_exact_normals_match_midas_sobel_convention(frames):
             inner = cv2.erode(seg.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             m = mapped[inner] * 2 - 1
             s = sobel[inner] * 2 - 1
-            tilt = np.linalg.norm(s[:, :2], axis=1) > 0.02  # pixels where the disparity gradient is measurable
+            tilt = (
+                np.linalg.norm(s[:, :2], axis=1) > 0.02
+            )  # pixels where the disparity gradient is measurable
             assert tilt.sum() > 50
             ang = _angles_deg(m[tilt, :2], s[tilt, :2])
             medians.append(np.median(ang))

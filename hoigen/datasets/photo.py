@@ -27,12 +27,16 @@ def photo_in_frame(photo: np.ndarray, rgb: np.ndarray, crop: dict | None) -> np.
     photo, rgb = np.asarray(photo), np.asarray(rgb)
     if crop is None:
         if photo.shape != rgb.shape:
-            raise ValueError(f"photo frame {photo.shape} does not match the render {rgb.shape} and has no crop")
+            raise ValueError(
+                f"photo frame {photo.shape} does not match the render {rgb.shape} and has no crop"
+            )
         return photo
     import cv2
 
     x0, y0, side, _ = (int(v) for v in crop["box"])
-    big = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA if side < photo.shape[0] else cv2.INTER_CUBIC)
+    big = cv2.resize(
+        photo, (side, side), interpolation=cv2.INTER_AREA if side < photo.shape[0] else cv2.INTER_CUBIC
+    )
     out = rgb.copy()
     h, w = rgb.shape[:2]
     xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)

@@ -18,12 +18,18 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 GENERATIVE_STAGES = ("photo", "video")
-_EXTRA_HINT = "pip install 'hoigen[diffusion]' (and `pip install --no-deps open-clip-torch` for CLIP's vocabulary)"
+_EXTRA_HINT = (
+    "pip install 'hoigen[diffusion]' (and `pip install --no-deps open-clip-torch` for CLIP's vocabulary)"
+)
 
 
 def require_diffusion() -> None:
     """Raise an ImportError naming the extra when torch/diffusers/transformers are missing."""
-    missing = [m for m in ("torch", "diffusers", "transformers", "safetensors") if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("torch", "diffusers", "transformers", "safetensors")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
         raise ImportError(f"the generative stages need {', '.join(missing)}: {_EXTRA_HINT}")
 

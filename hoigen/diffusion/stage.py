@@ -113,7 +113,9 @@ def read_samples(path: Path) -> list[tuple[str, dict[str, bytes]]]:
                 fh = tar.extractfile(info)
                 samples.setdefault(key, {})[suffix] = fh.read()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise GenerateError(f"input shard {path} cannot be read ({exc}); regenerate it with hoigen synth") from exc
+        raise GenerateError(
+            f"input shard {path} cannot be read ({exc}); regenerate it with hoigen synth"
+        ) from exc
     for key, members in samples.items():
         if "meta.json" not in members:
             raise GenerateError(f"input shard {path}: sample {key} has no meta.json (truncated shard?)")
@@ -254,7 +256,9 @@ class GenerateJob:
         shards = [Path(self.src) / "shards" / s["name"] for s in manifest.get("shards", [])]
         for path in shards:
             if not path.is_file():
-                raise GenerateError(f"input shard {path} listed in the manifest is missing; rerun hoigen synth")
+                raise GenerateError(
+                    f"input shard {path} listed in the manifest is missing; rerun hoigen synth"
+                )
         if not shards:
             raise GenerateError(f"{self.src}/manifest.json lists no shards: nothing to generate")
         return shards
@@ -271,7 +275,7 @@ def _fingerprint(config: GenerateConfig, model_files: dict) -> str:
 def _pin(job: GenerateJob, manifest: dict, model_files: dict) -> str:
     """Write or check OUT/generate.json; return the stage fingerprint."""
     fingerprint = _fingerprint(job.config, model_files)
-    source = [(s["name"], s.get("sha256")) for s in manifest["shards"]]
+    source = [[s["name"], s.get("sha256")] for s in manifest["shards"]]
     pin = {
         "stage": STAGE_VERSION,
         "config": job.config.to_dict(),
@@ -329,7 +333,9 @@ def _clean_partials(out: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def produce_shard(generator: SampleGenerator, job: GenerateJob, src: Path, fingerprint: str, seed: int) -> dict:
+def produce_shard(
+    generator: SampleGenerator, job: GenerateJob, src: Path, fingerprint: str, seed: int
+) -> dict:
     """Generate one output shard from input shard ``src``; returns its record."""
     t0 = time.perf_counter()
     samples = read_samples(src)
@@ -337,7 +343,8 @@ def produce_shard(generator: SampleGenerator, job: GenerateJob, src: Path, finge
     name = src.name
     stats = write_shard(Path(job.out) / "shards" / name, out_samples)
     frames = sum(
-        sum(1 for k in members if re.fullmatch(r"f\d{3}\.(photo|video)\.png", k)) for _, members in out_samples
+        sum(1 for k in members if re.fullmatch(r"f\d{3}\.(photo|video)\.png", k))
+        for _, members in out_samples
     )
     record = {
         "name": name,
@@ -450,8 +457,10 @@ def run_generate(
     t0 = time.perf_counter()
     made = {}
     if todo:
-        if generator is not None and device == "cpu":
-            _warn_cpu(generator, manifest, len(todo))
+        if device == "cpu":
+            logger.warning(
+                "no GPU: generating on CPU, which is slow for real-size models (an estimate follows the first shard)"
+            )
         if executor == "ray":
             runner = _run_ray(job, todo, fingerprint, seed, n_workers, gpus)
         elif n_workers > 1:
@@ -461,8 +470,24 @@ def run_generate(
         with _progress(len(todo), progress) as bar:
             for rec in runner:
                 made[rec["name"]] = rec
+                if device == "cpu" and len(made) == 1 and len(todo) > 1 and rec["generated_frames"]:
+                    per_frame = rec["seconds"] / rec["generated_frames"]
+                    left = sum(
+                        int(s.get("samples", 0))
+                        for s in manifest["shards"]
+                        if s["name"] in {p.name for p in todo}
+                    )
+                    frames_left = left * int(manifest.get("frames_per_sample", 1)) - rec["generated_frames"]
+                    logger.warning(
+                        "CPU: %.1f s per generated frame; about %.0f min for the remaining ~%d frames",
+                        per_frame,
+                        per_frame * max(frames_left, 0) / 60.0,
+                        max(frames_left, 0),
+                    )
                 bar.update(1)
-                bar.set_postfix(frames_s=f"{sum(r['generated_frames'] for r in made.values()) / max(time.perf_counter() - t0, 1e-9):.2f}")
+                bar.set_postfix(
+                    frames_s=f"{sum(r['generated_frames'] for r in made.values()) / max(time.perf_counter() - t0, 1e-9):.2f}"
+                )
     records.update(made)
     write_manifest(job, manifest, records, model_files)
     return GenerateSummary(
@@ -488,37 +513,6 @@ def _model_files_without_loading(config: GenerateConfig) -> dict:
         if hasattr(HVG3DVideoBackend, "model_files"):
             files["video"] = HVG3DVideoBackend.model_files(config.cogvideox, config.hvg3d)
     return files
-
-
-def _warn_cpu(generator: SampleGenerator, manifest: dict, shards: int) -> None:
-    if generator.photo is None:
-        logger.warning("running the generative stage on CPU: this is slow")
-        return
-    cfg = manifest.get("config", {})
-    frames = int(manifest.get("frames_per_sample", 1))
-    samples = sum(int(s.get("samples", 0)) for s in manifest.get("shards", [])[:shards]) or 1
-    opts = generator.photo.options
-    if opts.crop:
-        h = w = opts.crop_size
-    else:
-        preset = cfg.get("camera", {})
-        w = int(preset.get("width", 0) or 512)
-        h = int(preset.get("height", 0) or 512)
-    try:
-        per_frame = generator.photo.seconds_per_frame_estimate(h, w)
-    except Exception as exc:  # noqa: BLE001 - an estimate must never stop the run
-        logger.debug("no CPU estimate: %s", exc)
-        return
-    total = per_frame * frames * samples
-    logger.warning(
-        "no GPU: generating on CPU, about %.1f s per frame (%d steps at %dx%d), ~%.0f min for %d frames",
-        per_frame,
-        opts.steps,
-        w,
-        h,
-        total / 60.0,
-        frames * samples,
-    )
 
 
 def _progress(total: int, enabled: bool):
@@ -553,7 +547,9 @@ def _run_processes(job, todo, fingerprint, seed, workers, gpus):
     for i in range(workers):
         devices.put(f"cuda:{i % gpus}" if gpus else "cpu")
     lock = ctx.Lock()
-    with ctx.Pool(processes=min(workers, len(todo)), initializer=_proc_init, initargs=(job, devices, lock)) as pool:
+    with ctx.Pool(
+        processes=min(workers, len(todo)), initializer=_proc_init, initargs=(job, devices, lock)
+    ) as pool:
         yield from pool.imap_unordered(_proc_run, [(p, fingerprint, seed) for p in todo])
 
 

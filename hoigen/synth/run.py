@@ -461,8 +461,13 @@ def run_synth(
     ray_address: str | None = None,
     recycle_after: int = 50,
     progress: bool = True,
+    on_shard=None,
 ) -> SynthSummary:
-    """Produce the shards of ``job`` that are missing (within ``shard_range`` [start, stop) if given)."""
+    """Produce the shards of ``job`` that are missing (within ``shard_range`` [start, stop) if given).
+
+    ``on_shard(record)`` is called in the driver as each shard is finished (the photo/video stage of ``synth
+    --photo`` starts on it while later shards still render); kept shards are passed too, first.
+    """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if executor not in ("local", "ray"):
@@ -482,12 +487,17 @@ def run_synth(
             kept = len(done)
             if kept:
                 logger.info("keeping %d finished shards", kept)
+            if on_shard is not None:
+                for k in sorted(done):
+                    on_shard(done[k])
             total_samples = sum(len(job.shard_indices(k)) for k in todo)
             t0 = time.perf_counter()
             if todo:
                 runner = _run_ray if executor == "ray" else _run_local
                 for record in runner(job, todo, workers, total_samples, progress, recycle_after, ray_address):
                     made[record["shard"]] = record
+                    if on_shard is not None:
+                        on_shard(record)
             elapsed = time.perf_counter() - t0
             with folder_lock(job.out):
                 # every valid record, also those other processes finished meanwhile (their --shards ranges)

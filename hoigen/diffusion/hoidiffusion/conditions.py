@@ -155,7 +155,9 @@ def frame_conditions(
         raise ValueError(f"--normals must be one of {NORMAL_MODES}, got {normals!r}")
     for key in ("skeleton", "hoimask"):
         if key not in frame:
-            raise ValueError(f"frame has no {key!r} image; the photo stage needs skeleton, normal and hoimask")
+            raise ValueError(
+                f"frame has no {key!r} image; the photo stage needs skeleton, normal and hoimask"
+            )
     skeleton = np.asarray(frame["skeleton"], dtype=np.float32) / 255.0
     hoimask = np.asarray(frame["hoimask"])
     seg = binary_seg(hoimask)
@@ -215,7 +217,9 @@ class Crop:
         xb, yb = min(self.x0 + self.side, w), min(self.y0 + self.side, h)
         if xb > xa and yb > ya:
             pad[ya - self.y0 : yb - self.y0, xa - self.x0 : xb - self.x0] = image[ya:yb, xa:xb]
-        interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if self.side > self.size else cv2.INTER_LINEAR)
+        interp = (
+            cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if self.side > self.size else cv2.INTER_LINEAR)
+        )
         return cv2.resize(pad, (self.size, self.size), interpolation=interp)
 
 
@@ -245,7 +249,9 @@ def sequence_crop(meta: dict, size: int = 512, margin: int = CROP_MARGIN_PX) -> 
 def crop_frame(frame: dict, crop: Crop) -> dict:
     """The frame's images cropped and resized (masks nearest-neighbour)."""
     nearest = {"hoimask", "mask"}
-    return {k: crop.apply(np.asarray(v), nearest=k in nearest) for k, v in frame.items() if hasattr(v, "shape")}
+    return {
+        k: crop.apply(np.asarray(v), nearest=k in nearest) for k, v in frame.items() if hasattr(v, "shape")
+    }
 
 
 def crop_conditions(stack: np.ndarray, crop: Crop) -> np.ndarray:

@@ -176,7 +176,11 @@ class HOIDiffusionPhotoBackend:
         key = meta.get("key", "?")
         frames = _frame_ids(members)
         width, height = int(meta["camera"]["width"]), int(meta["camera"]["height"])
-        crop = sequence_crop(meta, self.options.crop_size, self.options.crop_margin) if self.options.crop else None
+        crop = (
+            sequence_crop(meta, self.options.crop_size, self.options.crop_margin)
+            if self.options.crop
+            else None
+        )
         if crop is None and (width % 8 or height % 8):
             raise ValueError(
                 f"sample {key}: frames are {width}x{height}, but Stable Diffusion needs sizes that are multiples "
@@ -287,23 +291,6 @@ class HOIDiffusionPhotoBackend:
             "versions": {p: _version(p) for p in ("torch", "diffusers", "transformers")},
         }
         return _jsonable(meta)
-
-    def seconds_per_frame_estimate(self, height: int, width: int) -> float:
-        """Time one UNet call at batch 1 and scale to a frame (steps × CFG)."""
-        import torch
-
-        unet = self.pipe.unet
-        h, w = height // self.vae_scale, width // self.vae_scale
-        x = torch.zeros(2, self.latent_channels, h, w, device=self.device, dtype=self.dtype)
-        ctx = torch.zeros(2, 77, unet.config.cross_attention_dim, device=self.device, dtype=self.dtype)
-        set_frame_groups_none = self.anchors
-        for proc in set_frame_groups_none:
-            proc.groups = None
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            unet(x, 999, encoder_hidden_states=ctx)
-            dt = time.perf_counter() - t0
-        return dt * self.options.steps
 
 
 def _version(name: str) -> str | None:
