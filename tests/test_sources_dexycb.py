@@ -100,6 +100,7 @@ def test_rerendered_joints_and_masks_equal_the_dataset_labels(dex, request):
     checks = check_source(f"dexycb:{dex.root}", dex.mano, frames=3)
     assert len(checks) == 3
     assert all(c.joints2d_max_px < 1e-3 and c.iou_hand == 1.0 and c.iou_object == 1.0 for c in checks)
+    assert all(c.joints3d_max_mm < 1e-3 for c in checks)  # the fixture's joint_3d is float32 metres
     assert "IoU hand 1.000" in format_checks(checks)[-1]
     result = CliRunner().invoke(main, ["doctor", "--source", f"dexycb:{dex.root}", "--mano", str(dex.mano)])
     assert result.exit_code == 0, result.output

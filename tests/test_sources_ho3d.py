@@ -76,6 +76,15 @@ def test_rerendered_masks_and_joints_equal_the_fixture(ho3d, request):
         assert np.abs(depth[both] - sensor[both]).max() <= DEPTH_SCALE_M
 
 
+def test_doctor_checks_ho3d(ho3d):
+    from hoigen.sources.check import check_source
+
+    checks = check_source(f"ho3d:{ho3d.root}", ho3d.mano, frames=2)
+    assert [c.sample for c in checks] == [0, 1]  # frame 2 has no annotation
+    assert all(c.joints2d_max_px < 1e-3 and c.joints3d_max_mm < 1e-3 for c in checks)
+    assert all(c.iou_hand is None for c in checks)  # HO-3D has no segmentation
+
+
 def test_synth_clips_from_ho3d(ho3d, tmp_path):
     out = tmp_path / "out"
     args = ["synth", "--objects", f"ho3d:{ho3d.root}", "--hand", "mano", "--mano", str(ho3d.mano)]

@@ -19,13 +19,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FrameCheck:
-    """One frame's figures: ``joints2d_max_px`` / ``joints2d_mean_px`` (None without dataset keypoints),
-    ``iou_hand`` / ``iou_object`` (None without a dataset segmentation or when both masks are empty)."""
+    """One frame's figures: ``joints2d_max_px`` / ``joints2d_mean_px`` and ``joints3d_max_mm`` (None without
+    dataset keypoints), ``iou_hand`` / ``iou_object`` (None without a dataset segmentation or when both masks are
+    empty)."""
 
     sample: int
     where: str
     joints2d_max_px: float | None
     joints2d_mean_px: float | None
+    joints3d_max_mm: float | None
     iou_hand: float | None
     iou_object: float | None
 
@@ -76,10 +78,13 @@ def _check(sampler, source, frames: int) -> list[FrameCheck]:
             continue
         seq = sampler.render(clip, index)
         frame = seq.frames[0]
-        joints_max = joints_mean = None
+        joints_max = joints_mean = joints3d_max = None
         if clip.joints2d is not None:
             error = np.linalg.norm(np.asarray(frame.labels["joints2d"]) - clip.joints2d[0], axis=1)
             joints_max, joints_mean = float(error.max()), float(error.mean())
+        if clip.joints3d is not None:
+            error = np.linalg.norm(np.asarray(frame.labels["joints3d"]) - clip.joints3d[0], axis=1)
+            joints3d_max = float(error.max() * 1000.0)
         iou_hand = iou_obj = None
         if clip.seg is not None:
             iou_hand = _iou(frame.mask == 2, clip.seg[0] == 2)
@@ -89,7 +94,13 @@ def _check(sampler, source, frames: int) -> list[FrameCheck]:
         )
         results.append(
             FrameCheck(
-                index, f"{where} frame {clip.source['frames'][0]}", joints_max, joints_mean, iou_hand, iou_obj
+                index,
+                f"{where} frame {clip.source['frames'][0]}",
+                joints_max,
+                joints_mean,
+                joints3d_max,
+                iou_hand,
+                iou_obj,
             )
         )
     if not results:
@@ -105,7 +116,7 @@ def format_checks(checks: list[FrameCheck]) -> list[str]:
 
     lines = [
         f"{c.where}: joints2d max {num(c.joints2d_max_px, '.2e')} px (mean {num(c.joints2d_mean_px, '.2e')}), "
-        f"IoU hand {num(c.iou_hand, '.3f')}, object {num(c.iou_object, '.3f')}"
+        f"joints3d max {num(c.joints3d_max_mm, '.2e')} mm, IoU hand {num(c.iou_hand, '.3f')}, object {num(c.iou_object, '.3f')}"
         for c in checks
     ]
     worst = [c.joints2d_max_px for c in checks if c.joints2d_max_px is not None]
