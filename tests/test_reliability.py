@@ -77,24 +77,28 @@ import sys, time
 from pathlib import Path
 from hoigen.cli import main
 barrier = Path(sys.argv[1])
+Path(sys.argv[2]).touch()  # ready
 while not barrier.exists():
     time.sleep(0.001)
-main(sys.argv[2:])
+main(sys.argv[3:])
 """
 
 
 def _race(tmp_path: Path, *commands: list[str]) -> list[subprocess.CompletedProcess]:
     barrier = tmp_path / "go"
+    ready = [tmp_path / f"ready{k}" for k in range(len(commands))]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _RACER, str(barrier), *args],
+            [sys.executable, "-c", _RACER, str(barrier), str(flag), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for args in commands
+        for flag, args in zip(ready, commands, strict=True)
     ]
-    time.sleep(3.0)  # both interpreters have imported hoigen and wait
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for flag in ready) and time.monotonic() < deadline:
+        time.sleep(0.01)  # until every interpreter has imported hoigen and waits
     barrier.touch()
     results = []
     for proc, args in zip(procs, commands, strict=True):
@@ -241,6 +245,36 @@ def test_a_changed_mano_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("HOIGEN_MANO_DIR", str(other.parent))  # the same config, another file
     with pytest.raises(ValueError, match=r"inputs\.mano: file changed \(MANO_RIGHT\.pkl"):
         prepare_output(job, inputs=pin_inputs(config))
+
+
+def test_a_config_section_that_reads_files_is_pinned(tmp_path):
+    from dataclasses import dataclass, field
+
+    from hoigen.config import GraspConfig, HandConfig, ObjectsConfig
+    from hoigen.synth.lock import describe_differences, pin_file, pin_inputs
+
+    weights = tmp_path / "unet.safetensors"
+    weights.write_bytes(b"weights v1")
+
+    @dataclass(frozen=True)
+    class Weights:  # as a photo stage's config section would list its weights
+        folder: str
+
+        def input_files(self):
+            return [("unet.safetensors", Path(self.folder) / "unet.safetensors")]
+
+    @dataclass(frozen=True)
+    class Config:
+        objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+        hand: HandConfig = field(default_factory=HandConfig)
+        grasp: GraspConfig = field(default_factory=GraspConfig)
+        photo: Weights = field(default_factory=lambda: Weights(str(tmp_path)))
+
+    before = pin_inputs(Config())
+    assert before == {"photo": {"unet.safetensors": {"size": 10, "sha256": pin_file(weights)["sha256"]}}}
+    weights.write_bytes(b"weights v2")
+    (line,) = describe_differences({"inputs": before}, {"inputs": pin_inputs(Config())})
+    assert line.startswith("inputs.photo['unet.safetensors']: file changed (size 10 -> 10, sha256 ")
 
 
 def test_a_run_that_finished_no_shard_does_not_pin(config_file, tmp_path, caplog):
@@ -441,7 +475,7 @@ def test_a_manifest_that_does_not_describe_its_shards_is_an_error(reference, tmp
         list(open_sequences(out))
 
 
-def test_hoigen_verify(reference, damaged):
+def test_hoigen_verify(reference, damaged, tmp_path):
     ok = _cli(["verify", str(reference)])
     assert ok.exit_code == 0 and "ok: 3 shards, 3 samples" in ok.output
     for out, member in damaged.values():
@@ -449,3 +483,9 @@ def test_hoigen_verify(reference, damaged):
         assert bad.exit_code != 0
         assert "hoigen-000001.tar" in bad.output and member in bad.output
         assert "1 problem(s)" in bad.output
+    out = tmp_path / "mesh"  # the stored canonical meshes are covered by the manifest's checksums too
+    shutil.copytree(reference, out)
+    stored = json.loads((out / "manifest.json").read_text())["meshes"][0]["name"]
+    (out / stored).write_bytes((out / stored).read_bytes()[:-1] + b"?")
+    bad = _cli(["verify", str(out)])
+    assert bad.exit_code != 0 and f"{stored} does not match its sha256" in bad.output

@@ -311,8 +311,8 @@ def _stored_files(manifest: dict) -> list[dict]:
 
     def walk(value, key=None):
         if isinstance(value, dict):
-            name = value.get("file") or value.get("path")
-            if isinstance(name, str) and isinstance(value.get("sha256"), str) and key != "shards":
+            name = value.get("file") or value.get("path") or value.get("name")
+            if isinstance(name, str) and "/" in name and isinstance(value.get("sha256"), str):
                 found.append({"file": name, "sha256": value["sha256"]})
                 return
             for k, v in value.items():

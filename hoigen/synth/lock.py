@@ -21,6 +21,7 @@ flock works on local filesystems and, on Linux, on NFS (emulated with POSIX byte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -246,8 +247,11 @@ def pin_file(path: str | Path, name: str | None = None) -> dict:
 def pin_inputs(config) -> dict:
     """The identity of every file a run of ``config`` (a :class:`~hoigen.config.RunConfig`) reads.
 
-    Returns ``{"objects": {relpath: {size, sha256}} (folder sources), "mano": {...} (``--hand mano``),
-    "grabnet": {file name: {...}} (``--grasp grabnet``)}``; built-in objects and the built-in hand need no files.
+    Returns ``{"objects": {relpath: {size, sha256}} (folder sources; other sources list their files with an
+    ``input_files()`` method), "mano": {...} (``--hand mano``), "grabnet": {file name: {...}} (``--grasp
+    grabnet``), <section>: {...}}``: a config section with an ``input_files() -> [(name, path)]`` method (e.g.
+    the diffusion weights of a photo stage) is pinned under its own name. Built-in objects and the built-in hand
+    need no files.
     """
     from hoigen.objects import open_source
 
@@ -269,6 +273,11 @@ def pin_inputs(config) -> dict:
 
         found = find_grabnet_files(config.grasp.grabnet or None)
         inputs["grabnet"] = {name: _size_sha(pin_file(p)) for name, p in sorted(found.items())}
+    for section in dataclasses.fields(config):  # a config section that reads files lists them itself
+        value = getattr(config, section.name)
+        files = getattr(value, "input_files", None)
+        if callable(files) and (listed := sorted(files())):
+            inputs[section.name] = {name: _size_sha(pin_file(p)) for name, p in listed}
     return inputs
 
 
