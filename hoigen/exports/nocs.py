@@ -363,6 +363,8 @@ def export_nocs(
     height: int = 480,
     camera_depth: bool = False,
     class0: str = "skip",
+    *,
+    verify: bool = True,
 ) -> dict:
     """Export hoigen shards to the NOCS CAMERA layout (module docstring) and return a summary.
 
@@ -410,7 +412,7 @@ def export_nocs(
     resamplers: dict[tuple[int, int], _Resampler] = {}
     n_samples = n_frames = n_nocs = 0
 
-    for sequence in open_sequences(shards):
+    for sequence in open_sequences(shards, verify=verify):  # verify: shards checked against the manifest
         key, meta = sequence["key"], sequence["meta"]
         n_samples += 1
         obj = _meta_value(meta, "object", key)
