@@ -312,3 +312,33 @@ def test_nocs_augment_photo_pass_changes_only_hand_and_object_pixels(weights, tm
         assert changed.any() and not (changed & ~seg).any()  # photo pixels only on the hand and the object
     # a second pass keeps frames that already have a photo
     assert photo_pass(report, backend, seed=0)["photo_frames"] == report["hoi_frames"]
+
+
+def test_unet_receives_the_sum_of_the_three_adapters(dataset, weights):
+    """The residuals the UNet gets are skeleton + normal + mask adapter features (weights 1, not 1/3)."""
+    from hoigen.diffusion.hoidiffusion.pipeline import PhotoRequest
+    from hoigen.diffusion.stage import SampleGenerator, read_samples
+
+    backend = SampleGenerator(_config(weights, steps=1)).photo
+    key, members = read_samples(next(iter(sorted((dataset / "shards").glob("*.tar")))))[0]
+    meta = json.loads(members["meta.json"])
+    request = backend.prepare(PhotoRequest(members, meta, seed=5))
+    seen = []
+
+    def grab(module, args, kwargs):
+        seen.append([r.clone() for r in kwargs["down_intrablock_additional_residuals"]])
+
+    handle = backend.pipe.unet.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        backend.generate([request])
+    finally:
+        handle.remove()
+    adapters = backend.pipe.adapter.adapters
+    with torch.no_grad():
+        feats = [a(torch.from_numpy(request.conditions[:, i].copy())) for i, a in enumerate(adapters)]
+    for level, got in enumerate(seen[0]):
+        expect = feats[0][level] + feats[1][level] + feats[2][level]
+        torch.testing.assert_close(got, torch.cat([expect, expect]), atol=1e-5, rtol=1e-5)  # [uncond ; cond]
+        mean = expect / 3
+        assert (got[: len(expect)] - mean).abs().max() > 1e-4
+    assert key.startswith("s")
