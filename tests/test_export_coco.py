@@ -194,7 +194,7 @@ def test_existing_export_is_refused_unless_overwrite(dataset, export, tmp_path):
 
 
 def test_missing_image_is_a_clear_error(dataset, tmp_path):
-    with pytest.raises(ValueError, match="no 'photo' image"):
+    with pytest.raises(ValueError, match=r"no f000\.photo\.png member"):
         export_coco(dataset, tmp_path / "out", image="photo")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -98,7 +99,8 @@ def folder_run(tmp_path_factory) -> Path:
 def folder_exports(folder_run, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("folder_export")
     return {
-        mode: (base / mode, export_nocs(folder_run, base / mode, class0=mode)) for mode in ("skip", "keep")
+        mode: (base / mode, export_nocs(folder_run, base / mode, class0=mode, allow_intrinsics=True))
+        for mode in ("skip", "keep")
     }
 
 
@@ -480,6 +482,9 @@ def _rewrite_shard(src: Path, dst: Path, drop=(), replace=None, add=None) -> Non
             info.size = len(members[name])
             info.mtime = 1_700_000_000
             tar.addfile(info, io.BytesIO(members[name]))
+    store = src.parent.parent / "objects"  # the dataset's mesh store goes with the edited shard
+    if store.is_dir() and not (dst.parent / "objects").exists():
+        shutil.copytree(store, dst.parent / "objects")
 
 
 def _shard(run: Path) -> Path:
@@ -495,7 +500,13 @@ def test_photo_frames_are_used_when_present(folder_run, tmp_path):
     edited = tmp_path / "photo.tar"
     _rewrite_shard(shard, edited, add=photos)
     summary = export_nocs(
-        [str(edited)], tmp_path / "out", image="photo", class0="keep", width=128, height=128
+        [str(edited)],
+        tmp_path / "out",
+        image="photo",
+        class0="keep",
+        width=128,
+        height=128,
+        allow_intrinsics=True,
     )
     assert summary["image"] == "photo" and summary["resized"] is False
     for src in sources(tmp_path / "out"):
@@ -513,7 +524,7 @@ def test_missing_member_names_key_and_member(folder_run, tmp_path):
     edited = tmp_path / "broken.tar"
     _rewrite_shard(_shard(folder_run), edited, drop=["s00000000.f001.nocs.png"])
     with pytest.raises(ValueError, match=r"s00000000.*f001\.nocs\.png"):
-        export_nocs([str(edited)], tmp_path / "out")
+        export_nocs([str(edited)], tmp_path / "out", allow_intrinsics=True)
 
 
 def test_missing_meta_field_names_key_and_field(folder_run, tmp_path):
@@ -524,7 +535,7 @@ def test_missing_meta_field_names_key_and_field(folder_run, tmp_path):
     edited = tmp_path / "no_scale.tar"
     _rewrite_shard(shard, edited, replace={"s00000000.meta.json": json.dumps(meta).encode()})
     with pytest.raises(ValueError, match=r"s00000000.*object\.scale"):
-        export_nocs([str(edited)], tmp_path / "out")
+        export_nocs([str(edited)], tmp_path / "out", allow_intrinsics=True)
 
 
 def test_refuses_a_used_output_and_bad_arguments(export, nocs_run, tmp_path):
@@ -542,7 +553,7 @@ def test_frames_without_visible_object_are_skipped_and_reported(folder_run, tmp_
         mask = decode_png(tar.extractfile("s00000000.f000.mask.png").read())
     edited = tmp_path / "hidden.tar"
     _rewrite_shard(shard, edited, replace={"s00000000.f000.mask.png": encode_png(np.zeros_like(mask))})
-    summary = export_nocs([str(edited)], tmp_path / "out", class0="keep")
+    summary = export_nocs([str(edited)], tmp_path / "out", class0="keep", allow_intrinsics=True)
     assert summary["skipped"] == {"object_not_visible": 1}
     assert summary["skipped_frames"] == [{"key": "s00000000", "frame": 0, "reason": "object_not_visible"}]
     assert [(s["key"], s["frame"]) for s in sources(tmp_path / "out")][0] == ("s00000000", 1)

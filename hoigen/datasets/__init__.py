@@ -5,6 +5,10 @@ Importing this package is cheap: webdataset, torch and OpenCV are imported by th
 reader's entry points are exported lazily::
 
     from hoigen.datasets import open_sequences, open_frames, to_torch, collate
+
+``wds_decoder`` decodes hoigen's 16-bit / label PNGs in a plain WebDataset pipeline
+(``.decode(hoigen.datasets.wds_decoder, "rgb")``); ``object_mesh(sequence)`` reads a sample's canonical mesh from
+the output folder's mesh store.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ _LAZY = {
     "verify_dataset": "hoigen.datasets.integrity",
     "dataset_statistics": "hoigen.datasets.inspect",
     "format_statistics": "hoigen.datasets.inspect",
+    "wds_decoder": "hoigen.datasets.decoders",
+    "object_mesh": "hoigen.datasets.meshes",
 }
 
 __all__ = sorted(_LAZY)

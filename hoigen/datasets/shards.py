@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = "hoigen-shards/1"
+SCHEMA_VERSION = "hoigen-shards/2"  # 2: object.mesh (mesh store), NOCS-oriented folder objects; built-in hand v2
 SHARD_PATTERN = "hoigen-%06d.tar"
 FIXED_MTIME = 1_700_000_000  # 2023-11-14: any constant makes tars reproducible
 IMAGE_MEMBERS = ("rgb", "depth", "mask", "normal", "nocs", "skeleton", "hoimask", "tracking")

@@ -25,27 +25,30 @@ OpenPose order), ``joints3d_mm`` (21 x 3, camera frame, mm), ``bbox_hand`` (amod
 ``bbox_visib_hand``, ``px_count_visib_hand``, ``visib_fract_hand`` (when present) and ``mano`` (hoigen's MANO
 parameters of the frame, as in the shards: metres, camera frame).
 
-**Object ids** — one BOP ``obj_id`` (from 1, in order of first appearance) per distinct object. A ``builtin:nocs``
-run draws a new random shape for every sample, so it gives one model per sample; a folder run reuses the id of
-an object each time it comes round again (objects are identified by the run's object source, units and the
-object's id; built-in ones also by the run seed). ``models_hoigen.json`` maps the ids back.
+**Object ids** — one BOP ``obj_id`` (from 1, in order of first appearance) per distinct object: per stored mesh
+(its content address in the output folder's mesh store), id and symmetry label. A ``builtin:nocs`` run draws a new
+random shape for every sample, so it gives one model per sample; a folder run reuses the id of an object each time
+it comes round again. ``models_hoigen.json`` maps the ids back (hoigen id, source, category, stored mesh...).
 
-**Models** — shards store no meshes: each object is rebuilt from the run config saved in its meta
-(:func:`hoigen.synth.recipe.object_for_sample`) and checked against the meta (id and scale). hoigen's canonical
-frame (bounding-box centre at the origin, no rotation) is the BOP model frame; the PLY holds its vertices x 1000.
-``diameter`` is the largest distance between two vertices (computed on the convex hull). ``symmetries_continuous``
-is ``[{"axis": up, "offset": [0, 0, 0]}]`` for categories symmetric about their up axis (bottle, bowl, can:
-``NOCS_SYMMETRY == "continuous-up"``; the bounding-box centre lies on that axis). A mug is symmetric only while
-its handle is hidden, which BOP cannot express, so it gets no symmetry. A folder run whose object folder moved
-since can be exported with ``objects=`` pointing at its new place.
+**Models** — read from the mesh store next to the shards (:mod:`hoigen.datasets.meshes`): the shards and that
+folder are all the export needs (not the object folder, not the synthesis recipe). hoigen's canonical frame
+(bounding-box centre at the origin; NOCS-class objects in their NOCS orientation) is the BOP model frame; the PLY
+holds its vertices x 1000. ``diameter`` is the largest distance between two vertices (on the convex hull).
+``symmetries_continuous`` is ``[{"axis": up, "offset": [0, 0, 0]}]`` when the sample's meta says
+``"continuous-up"`` — decided from the instance's geometry for folder objects
+(:func:`hoigen.objects.categories.instance_symmetry`: a YCB can is, a mustard bottle is not), by construction for
+the revolved built-in bottles, bowls and cans. A mug is symmetric only while its handle is hidden, which BOP cannot
+express, so it gets none.
 
-**Masks** — the shards store only the visible instance mask. ``mask_visib`` is the shard's object mask; ``mask``
-(amodal) is the silhouette of the rebuilt object mesh placed with ``T_cam_obj``, rasterised with the pixel-centre
-rule (:func:`object_silhouette`), united with ``mask_visib``. It agrees with the renderer's own amodal pass
-(``px_count_all_obj`` / ``bbox_obj`` in the shards) up to pixels whose centre lies exactly on a triangle edge.
-``px_count_all`` / ``bbox_obj`` are those of ``mask``, ``px_count_visib`` / ``bbox_visib`` of ``mask_visib``,
-``px_count_valid`` counts visible pixels with a depth value, ``visib_fract = px_count_visib / px_count_all``
-(0 when the object is outside the image). Empty boxes are ``[-1, -1, -1, -1]``, as in BOP.
+**Masks and boxes (bop_toolkit's conventions)** — ``mask_visib`` is the shard's object mask; ``mask`` (amodal) is
+the silhouette of the stored mesh placed with ``T_cam_obj``, rasterised with the pixel-centre rule
+(:func:`object_silhouette`), united with ``mask_visib``. As bop_toolkit's ``calc_gt_info``, the amodal silhouette is
+computed on a canvas three times the image size (:func:`amodal_on_canvas`), so ``px_count_all`` and ``bbox_obj``
+include the part of the object outside the image (``bbox_obj`` may then start at negative coordinates or end
+beyond the image) and ``visib_fract = px_count_visib / px_count_all`` is below 1 for an object cut by the border.
+Boxes follow ``calc_2d_bbox``: ``[x_min, y_min, x_max - x_min, y_max - y_min]`` of the mask's pixels (one less than
+the pixel extent); ``px_count_valid`` counts visible pixels with a depth value. Empty boxes are
+``[-1, -1, -1, -1]`` and ``visib_fract`` is 0 when the object is not in the canvas.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from hoigen.exports.common import MeshCache, check_image, frame_image, vertices_faces
 
 logger = logging.getLogger(__name__)
 
@@ -235,13 +240,10 @@ def _mesh_appearance(mesh) -> tuple[np.ndarray | None, np.ndarray | None, object
 
 
 def object_key(meta: dict) -> tuple:
-    """What identifies the object of a sample across samples (see "Object ids" in the module docstring)."""
-    objects = meta.get("config", {}).get("objects", {})
-    source = str(objects.get("source", ""))
-    spec = json.dumps(objects, sort_keys=True)
-    if source.startswith("builtin:"):
-        return ("builtin", spec, meta.get("seed"), meta["object"]["id"])
-    return ("folder", spec, meta["object"]["id"])
+    """What identifies the object of a sample across samples: its stored mesh (content address) and labels."""
+    obj = meta["object"]
+    ref = obj.get("mesh") or {}
+    return (ref.get("sha256"), obj.get("id"), obj.get("symmetry"))
 
 
 @dataclass
@@ -252,92 +254,66 @@ class _Model:
 
 
 class _Models:
-    """Assigns obj_ids, writes models, and keeps the geometry of recently used objects."""
+    """Assigns obj_ids, writes models (read from the mesh store), and keeps the geometry of recently used objects."""
 
-    def __init__(self, folder: Path, objects: str | None, cache_size: int = 32):
+    def __init__(self, folder: Path, cache_size: int = 32):
         self.folder = folder
-        self.objects = objects
+        self.meshes = MeshCache(cache_size)
         self.ids: dict[tuple, int] = {}
         self.infos: dict[str, dict] = {}
         self.hoigen: dict[str, dict] = {}
-        self._sources: dict[tuple, object] = {}
         self._geometry: OrderedDict[int, _Model] = OrderedDict()
         self._cache_size = cache_size
 
-    def _config(self, meta: dict):
-        from hoigen.config import RunConfig
-
-        config = RunConfig.from_dict(meta["config"])
-        if self.objects is not None and not config.objects.source.startswith("builtin:"):
-            config = config.replace(objects={"source": str(self.objects)})
-        return config
-
-    def _rebuild(self, meta: dict, key: str):
-        from hoigen.objects import open_source
-        from hoigen.synth.recipe import object_for_sample
-
-        config = self._config(meta)
-        spec = (config.objects.source, config.objects.units, tuple(config.objects.categories))
-        source = self._sources.get(spec)
-        if source is None:
-            try:
-                source = open_source(*spec)
-            except (FileNotFoundError, NotADirectoryError) as exc:
-                raise FileNotFoundError(
-                    f"cannot rebuild the object of sample {key}: its object source {spec[0]!r} is not available "
-                    f"({exc}); pass objects=<folder> (the folder the run used) to export it"
-                ) from exc
-            self._sources[spec] = source
-        obj = object_for_sample(config, int(meta["index"]), source)
-        expected = meta["object"]
-        if obj.id != expected["id"] or not math.isclose(obj.scale, float(expected["scale"]), rel_tol=1e-6):
-            raise ValueError(
-                f"the object of sample {key} rebuilt from the run config ({obj.id}, scale {obj.scale:.6g} m) does "
-                f"not match the shard ({expected['id']}, scale {float(expected['scale']):.6g} m); did the object "
-                "folder change since the run?"
-            )
-        return obj
-
-    def model_for(self, meta: dict, key: str) -> _Model:
-        """The model of sample ``key`` (written to ``models/`` the first time its object is seen)."""
+    def model_for(self, sequence: dict) -> _Model:
+        """The model of ``sequence``'s object (written to ``models/`` the first time it is seen)."""
+        meta = sequence["meta"]
         ident = object_key(meta)
         obj_id = self.ids.get(ident)
         if obj_id is not None and obj_id in self._geometry:
             self._geometry.move_to_end(obj_id)
             return self._geometry[obj_id]
-        obj = self._rebuild(meta, key)
-        vertices = np.asarray(obj.mesh.vertices, dtype=np.float64)
-        faces = np.asarray(obj.mesh.faces, dtype=np.int64)
+        mesh, _ = self.meshes.mesh(sequence)
+        vertices, faces = vertices_faces(mesh)
+        expected = float(meta["object"]["scale"])
+        scale = float(np.linalg.norm(vertices.max(axis=0) - vertices.min(axis=0)))
+        if not math.isclose(scale, expected, rel_tol=1e-6):
+            raise ValueError(
+                f"sample {sequence['key']}: its stored mesh has a bounding-box diagonal of {scale:.6g} m but "
+                f"meta.json says scale {expected:.6g} m; the mesh store is not the one of these shards"
+            )
         if obj_id is None:
             obj_id = len(self.ids) + 1
             self.ids[ident] = obj_id
-            self._write(obj_id, obj, vertices, faces)
+            self._write(obj_id, meta["object"], mesh, vertices, faces)
         model = _Model(obj_id, vertices, faces)
         self._geometry[obj_id] = model
         if len(self._geometry) > self._cache_size:
             self._geometry.popitem(last=False)
         return model
 
-    def _write(self, obj_id: int, obj, vertices: np.ndarray, faces: np.ndarray) -> None:
+    def _write(self, obj_id: int, obj: dict, mesh, vertices: np.ndarray, faces: np.ndarray) -> None:
         vertices_mm = vertices * 1000.0
-        colors, uv, image = _mesh_appearance(obj.mesh)
+        colors, uv, image = _mesh_appearance(mesh)
         texture_file = None
         if image is not None:
             texture_file = f"obj_{obj_id:06d}.png"
             image.save(self.folder / texture_file)
-        normals = np.asarray(obj.mesh.vertex_normals, dtype=np.float64)
+        normals = np.asarray(mesh.vertex_normals, dtype=np.float64)
         write_ply(
             self.folder / f"obj_{obj_id:06d}.ply", vertices_mm, faces, normals, colors, uv, texture_file
         )
-        self.infos[str(obj_id)] = model_info(vertices_mm, obj.symmetry, obj.up)
+        up = obj.get("up", [0.0, 1.0, 0.0])
+        self.infos[str(obj_id)] = model_info(vertices_mm, obj.get("symmetry"), up)
         self.hoigen[str(obj_id)] = {
-            "id": obj.id,
-            "source": obj.source,
-            "category": obj.category,
-            "class_id": int(obj.class_id),
-            "symmetry": obj.symmetry,
-            "up": [float(v) for v in obj.up],
-            "scale_m": float(obj.scale),
+            "id": obj.get("id"),
+            "source": obj.get("source"),
+            "category": obj.get("category"),
+            "class_id": int(obj.get("class_id", 0)),
+            "symmetry": obj.get("symmetry"),
+            "up": [float(v) for v in up],
+            "scale_m": float(obj["scale"]),
+            "mesh": (obj.get("mesh") or {}).get("file"),
         }
 
     def finish(self) -> None:
@@ -370,10 +346,28 @@ class _Scene:
             _write_json(self.folder / name, table)
 
 
-def _bbox(mask: np.ndarray) -> list[int]:
-    from hoigen.render.labels import bbox_xywh
+def bop_bbox(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[int]:
+    """bop_toolkit's ``calc_2d_bbox`` of a mask's pixels: ``[x_min, y_min, x_max - x_min, y_max - y_min]`` (w, h
+    one less than the pixel counts), shifted by ``-offset`` (x, y); ``[-1, -1, -1, -1]`` when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return [-1, -1, -1, -1]
+    x0, y0 = int(xs.min()), int(ys.min())
+    return [x0 - offset[0], y0 - offset[1], int(xs.max()) - x0, int(ys.max()) - y0]
 
-    return bbox_xywh(mask)
+
+def amodal_on_canvas(
+    vertices_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, width: int, height: int, visible: np.ndarray
+) -> np.ndarray:
+    """The object's amodal silhouette on BOP's enlarged canvas: (3 height, 3 width) bool, the image at
+    ``[height:2 height, width:2 width]`` (bop_toolkit renders ``calc_gt_info`` masks on a 3x canvas), united with
+    the ``visible`` (height, width) mask."""
+    K_large = np.asarray(K, dtype=np.float64).copy()
+    K_large[0, 2] += width
+    K_large[1, 2] += height
+    canvas = object_silhouette(vertices_cam, faces, K_large, 3 * width, 3 * height)
+    canvas[height : 2 * height, width : 2 * width] |= visible
+    return canvas
 
 
 def _prepare(out: Path, split: str, overwrite: bool) -> None:
@@ -397,7 +391,7 @@ def export_bop(
     split: str = "train_pbr",
     images_per_scene: int = 1000,
     *,
-    objects: str | os.PathLike | None = None,
+    image: str = "rgb",
     overwrite: bool = False,
     progress: bool = False,
     verify: bool = True,
@@ -409,7 +403,7 @@ def export_bop(
         out: output folder (created); holds ``<split>/`` and ``models/``.
         split: name of the split folder (BOP: ``train_pbr``, ``test``...).
         images_per_scene: images per scene folder (BOP PBR training sets use 1000).
-        objects: the object folder of a folder run, when it is no longer where the run config says.
+        image: the frame image written to ``rgb/`` (``"rgb"`` or ``"photo"``).
         overwrite: replace an existing export in ``out`` (its ``<split>/`` and ``models/`` folders); otherwise an
             existing one is a ``FileExistsError``.
         progress: show a progress bar (frames).
@@ -425,6 +419,7 @@ def export_bop(
     from hoigen.datasets.reader import open_sequences
     from hoigen.render.png import encode_png
 
+    check_image(image)
     if isinstance(images_per_scene, bool) or not isinstance(images_per_scene, int) or images_per_scene < 1:
         raise ValueError(f"images_per_scene must be an int >= 1, got {images_per_scene!r}")
     split = str(split)
@@ -432,7 +427,7 @@ def export_bop(
         raise ValueError(f"split must be a plain folder name (e.g. 'train_pbr'), got {split!r}")
     out = Path(out)
     _prepare(out, split, overwrite)
-    models = _Models(out / MODELS_DIR, objects)
+    models = _Models(out / MODELS_DIR)
     scene: _Scene | None = None
     scene_id = -1
     count = 0
@@ -446,7 +441,7 @@ def export_bop(
             camera = meta["camera"]
             K = np.asarray(camera["K"], dtype=np.float64)
             width, height = int(camera["width"]), int(camera["height"])
-            model = models.model_for(meta, key)
+            model = models.model_for(sequence)
             for t, frame in enumerate(sequence["frames"]):
                 if count // images_per_scene != scene_id:
                     if scene is not None:
@@ -457,7 +452,8 @@ def export_bop(
                 labels = meta["frames"][t]
                 mask = decoded_png(frame["mask"], sequence["url"], f"{key}.f{t:03d}.mask.png")
                 depth = decoded_png(frame["depth"], sequence["url"], f"{key}.f{t:03d}.depth.png")
-                decoded_png(frame["rgb"], sequence["url"], f"{key}.f{t:03d}.rgb.png")
+                picture = frame_image(sequence, t, image)
+                decoded_png(picture, sequence["url"], f"{key}.f{t:03d}.{image}.png")
                 if (
                     mask.shape != (height, width)
                     or depth.shape != (height, width)
@@ -470,11 +466,11 @@ def export_bop(
                 T = np.asarray(labels["T_cam_obj"], dtype=np.float64)
                 R, tr = T[:3, :3], T[:3, 3]
                 visible = mask == object_inst
-                silhouette = object_silhouette(model.vertices @ R.T + tr, model.faces, K, width, height)
-                amodal = silhouette | visible
-                n_all, n_visib = int(amodal.sum()), int(visible.sum())
+                canvas = amodal_on_canvas(model.vertices @ R.T + tr, model.faces, K, width, height, visible)
+                amodal = canvas[height : 2 * height, width : 2 * width]
+                n_all, n_visib = int(canvas.sum()), int(visible.sum())
                 name = f"{im_id:06d}"
-                (scene.folder / "rgb" / f"{name}.png").write_bytes(bytes(frame["rgb"]))
+                (scene.folder / "rgb" / f"{name}.png").write_bytes(bytes(picture))
                 (scene.folder / "depth" / f"{name}.png").write_bytes(bytes(frame["depth"]))
                 (scene.folder / "mask" / f"{name}_000000.png").write_bytes(
                     encode_png(amodal.astype(np.uint8) * np.uint8(255))
@@ -496,8 +492,8 @@ def export_bop(
                 ]
                 tables["scene_gt_info.json"][str(im_id)] = [
                     {
-                        "bbox_obj": _bbox(amodal),
-                        "bbox_visib": _bbox(visible),
+                        "bbox_obj": bop_bbox(canvas, (width, height)),
+                        "bbox_visib": bop_bbox(visible),
                         "px_count_all": n_all,
                         "px_count_valid": int((visible & (depth > 0)).sum()),
                         "px_count_visib": n_visib,
@@ -509,7 +505,7 @@ def export_bop(
                     "hoigen_key": f"{key}/f{t:03d}",
                     "joints2d": labels["joints2d"],
                     "joints3d_mm": (np.asarray(labels["joints3d"], dtype=np.float64) * 1000.0).tolist(),
-                    "bbox_visib_hand": _bbox(hand_mask),
+                    "bbox_visib_hand": bop_bbox(hand_mask),
                     "px_count_visib_hand": int(hand_mask.sum()),
                 }
                 for field in ("bbox_hand", "visib_fract_hand", "mano"):
@@ -536,6 +532,8 @@ def export_bop(
 
 
 __all__ = [
+    "amodal_on_canvas",
+    "bop_bbox",
     "export_bop",
     "mesh_diameter",
     "model_info",

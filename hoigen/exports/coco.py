@@ -27,8 +27,9 @@ Each category carries ``supercategory`` (``object`` or ``hand``) and, for object
 ``area`` (visible pixels), ``bbox`` (the visible box ``[x, y, w, h]`` in COCO's continuous pixel coordinates, equal
 to ``pycocotools.mask.toBbox`` of the segmentation and to hoigen's ``bbox_visib_*``), ``bbox_amodal`` (hoigen's
 amodal ``bbox_obj`` / ``bbox_hand``, when the shards have it), ``iscrowd`` 0, ``category_id``, ``image_id``, ``id``
-(from 1). Object annotations add ``object_id`` (hoigen's object id). Hand annotations add ``keypoints``
-``[x, y, v] * 21`` and ``num_keypoints`` (joints with v > 0):
+(from 1). Object annotations add ``object_id`` (hoigen's object id) and ``num_keypoints`` 0 (``COCOeval`` with
+``iouType="keypoints"`` reads it on every annotation). Hand annotations add ``keypoints`` ``[x, y, v] * 21`` and
+``num_keypoints`` (joints with v > 0); evaluate them with :data:`HAND_OKS_SIGMAS` (recipe there):
 
 - ``x, y`` are hoigen's ``joints2d`` unchanged — pixel centres at integer coordinates, which is COCO's keypoint
   convention too — also for joints with ``v = 0`` (COCO tools ignore those coordinates);
@@ -50,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hoigen.exports.common import frame_image
 from hoigen.objects.categories import NOCS_CLASSES, NOCS_SYNSETS
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,24 @@ FIRST_EXTRA_CATEGORY_ID = 8
 """First COCO category id of object categories that are not NOCS classes (``class_id`` 0)."""
 KEYPOINT_DEPTH_TOLERANCE_M = 0.03
 """A hand joint counts as visible (v = 2) when it lies at most this far behind the hand surface at its pixel."""
+HAND_OKS_SIGMAS = np.array(
+    [0.029, 0.022, 0.035, 0.037, 0.047, 0.026, 0.025, 0.024, 0.035, 0.018, 0.024]
+    + [0.022, 0.026, 0.017, 0.021, 0.021, 0.032, 0.02, 0.019, 0.022, 0.031]
+)
+"""OKS sigmas of the 21 hand keypoints (OpenPose order), COCO-WholeBody's hand values (Jin et al., ECCV 2020): pass
+them to ``COCOeval`` (its default 17 are for people)::
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    from hoigen.exports.coco import HAND_CATEGORY_ID, HAND_OKS_SIGMAS
+
+    gt = COCO("out/annotations/instances.json")
+    dt = gt.loadRes("detections.json")  # [{image_id, category_id: 7, keypoints: [x, y, v] * 21, score}]
+    E = COCOeval(gt, dt, iouType="keypoints")
+    E.params.kpt_oks_sigmas = HAND_OKS_SIGMAS
+    E.params.catIds = [HAND_CATEGORY_ID]
+    E.evaluate(); E.accumulate(); E.summarize()
+"""
 ANNOTATION_FILE = Path("annotations") / "instances.json"
 IMAGE_DIR = "images"
 # instance kind (meta["instances"] values) -> suffix of hoigen's per-instance labels
@@ -242,13 +262,7 @@ def export_coco(
             category_key = (str(obj_meta["category"]), int(obj_meta.get("class_id", 0)))
             instances = {int(k): v for k, v in meta.get("instances", {"1": "object", "2": "hand"}).items()}
             for t, frame in enumerate(sequence["frames"]):
-                if image not in frame:
-                    available = ", ".join(sorted(k for k in frame if not k.startswith("depth_m")))
-                    raise ValueError(
-                        f"sample {key} frame {t} in {sequence['url']} has no {image!r} image "
-                        f"(it has: {available})"
-                    )
-                data = frame[image]
+                data = frame_image(sequence, t, image)
                 file_name = f"{key}_f{t:03d}.png"
                 if file_name in seen_names:
                     raise ValueError(
@@ -312,6 +326,7 @@ def export_coco(
                         ]
                         ann["num_keypoints"] = int((flags > 0).sum())
                     else:
+                        ann["num_keypoints"] = 0  # COCOeval(iouType="keypoints") reads it on every annotation
                         ann["object_id"] = obj_meta.get("id")
                         object_keys.append(category_key)
                         object_annotations.append(ann)
@@ -355,6 +370,7 @@ def export_coco(
 __all__ = [
     "FIRST_EXTRA_CATEGORY_ID",
     "HAND_CATEGORY_ID",
+    "HAND_OKS_SIGMAS",
     "KEYPOINT_DEPTH_TOLERANCE_M",
     "encode_rle",
     "export_coco",

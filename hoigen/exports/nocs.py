@@ -15,6 +15,18 @@ Layout written under ``out`` (``<split>`` is ``train`` by default)::
     camera_full_depths/<split>/00000/0000_composed.png   uint16 mm, only with ``camera_depth=True``
     obj_models/<split>/<synset>/<model_id>/model.obj     normalised model (below)
     obj_models/<split>/<synset>/<model_id>/bbox.txt      its bounding box: max corner, then min corner
+    obj_models/camera_<split>.pkl            SPD: model id -> (1024, 3) model points (below)
+    obj_models/mug_meta.pkl                  SPD: mug model id -> [shift (3,), scale] (below)
+
+With ``val_fraction`` > 0 a second split (``val_split``, default ``val``) gets that fraction of the samples (whole
+sequences, chosen by a hash of the sample key). ``obj_models/train`` and ``obj_models/val`` always hold all six
+synset folders and ``CAMERA/{train,val}_list.txt`` always exist (possibly empty), as SPD's ``shape_data.py`` and
+``PoseDataset`` expect.
+
+**Intrinsics** — NOCS / SPD code hard-codes CAMERA's intrinsics (fx = fy = 577.5, cx = 319.5, cy = 239.5). The
+export refuses (ValueError) data whose intrinsics after the crop / resize differ from those by more than
+:data:`INTRINSICS_ATOL_PX`: synthesise with ``--camera nocs-camera``. ``allow_intrinsics=True`` exports anyway with
+a warning (``intrinsics.json`` records the intrinsics, ``"camera_intrinsics": false``).
 
 Images: every frame of every sample, in shard / sample / frame order, numbered consecutively, 10 per folder
 (``CAMERA/<split>/%05d/%04d``), as NOCS's loader enumerates them. Frames are *skipped* (not written, and not
@@ -61,9 +73,17 @@ the canonical mesh divided by its scale with z negated (face winding reversed, s
 the readers' flip it is exactly hoigen's NOCS frame, in which the coord maps and ``sRT`` are expressed. Geometry
 only (``v`` / ``f`` lines, single spaces, as NOCS's parser needs). ``bbox.txt`` is NOCS's: two rows, the max
 corner then the min corner of the model (``bbox[0] - bbox[1]`` = normalised extents, what NOCS's loader reads);
-the box is centred, so the z flip does not change it. The meshes are rebuilt from each sample's run config
-(:func:`hoigen.synth.recipe.object_for_sample`) since shards store no meshes: a folder run needs its object
-folder, at the path recorded in the config.
+the box is centred, so the z flip does not change it. The meshes are read from the output folder's mesh store
+(:mod:`hoigen.datasets.meshes`): the shards and that folder are all the export needs.
+
+SPD extras (what SPD's ``shape_data.py`` would compute from these models, so labels and pickles agree):
+``camera_<split>.pkl`` maps every NOCS-class model id of the split to 1024 float32 points in the NOCS frame (the
+z-flipped ``model.obj`` flipped back): 3072 surface samples (seeded by the mesh digest), then farthest-point
+sampling. **Mugs** are re-aligned as SPD does (:func:`mug_alignment`: the body's axis to the origin, handle toward
++x, rescaled to a unit diagonal): their points are ``scale * (p + shift)``, ``mug_meta.pkl`` holds
+``[shift, scale]``, and their ``_label.pkl`` holds what SPD's ``pose_data.py`` derives for the re-aligned model,
+``translations = t - s R shift``, ``scales = s / scale`` (``poses`` and ``size`` follow). Coord maps stay in the
+NOCS frame of ``model.obj`` (SPD re-aligns them itself with ``mug_meta``).
 
 Sizes: NOCS images are 640 x 480. Frames of another size are centre-cropped to the aspect ratio of
 (``width``, ``height``) and resized to it: nearest neighbour for mask, coord and depth (each output pixel takes
@@ -74,7 +94,7 @@ follow (pixel centres at integers): ``f' = f * s``, ``c' = (c - offset + 0.5) * 
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -84,6 +104,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hoigen.exports.common import MeshCache, check_image, frame_image
 from hoigen.objects.categories import NOCS_SYNSETS
 
 logger = logging.getLogger(__name__)
@@ -97,8 +118,13 @@ DISTRACTOR_SYNSET = "00000000"
 SPD_MIN_DEPTH_PIXELS = 64
 SPD_MAX_BOX = (600, 440)  # width, height
 PICKLE_PROTOCOL = 4
-IMAGES = ("rgb", "photo")
 CLASS0_MODES = ("skip", "keep")
+CAMERA_K = np.array([[577.5, 0.0, 319.5], [0.0, 577.5, 239.5], [0.0, 0.0, 1.0]])
+"""The intrinsics NOCS / SPD code hard-codes for CAMERA images (640 x 480)."""
+INTRINSICS_ATOL_PX = 0.01
+"""Largest difference (px) from :data:`CAMERA_K` an export accepts without ``allow_intrinsics``."""
+SPD_MODEL_POINTS = 1024  # points per model in camera_<split>.pkl (SPD's shape_data.py)
+SPD_SAMPLE_RATIO = 3  # surface samples per point before farthest-point sampling (SPD: ratio=3)
 
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _WHITESPACE = re.compile(r"\s+")
@@ -278,80 +304,158 @@ def _frame_pose(meta: dict, t: int, key: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# SPD's model preprocessing (shape_data.py), done here so its outputs are consistent with the labels
+
+
+def farthest_point_sample(points: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` of ``points`` (M, 3) by farthest-point sampling, starting from point 0."""
+    points = np.asarray(points, dtype=np.float64)
+    n = min(n, len(points))
+    chosen = np.zeros(n, dtype=np.int64)
+    dist = np.full(len(points), np.inf)
+    for k in range(1, n):
+        dist = np.minimum(
+            dist, np.einsum("ij,ij->i", points - points[chosen[k - 1]], points - points[chosen[k - 1]])
+        )
+        chosen[k] = int(np.argmax(dist))
+    return chosen
+
+
+def model_points(mesh, n: int = SPD_MODEL_POINTS, seed: int = 0) -> np.ndarray:
+    """(n, 3) float32 points of a normalised model in the NOCS frame (SPD: 3n surface samples, then FPS)."""
+    import trimesh
+
+    samples, _ = trimesh.sample.sample_surface(mesh, SPD_SAMPLE_RATIO * n, seed=seed)
+    samples = np.asarray(samples, dtype=np.float64)
+    return samples[farthest_point_sample(samples, n)].astype(np.float32)
+
+
+def mug_alignment(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """SPD's mug re-alignment of NOCS-frame model points (N, 3): ``(shift (3,), scale)``.
+
+    ``shift_x = (z_min - z_max) / 2 - x_min`` moves the body's axis to the origin (handle toward +x), then
+    ``scale = 1 / ||2 max|p + shift|||``; SPD uses ``p' = scale * (p + shift)`` and relabels
+    ``T = t - s R shift``, ``s = s / scale``.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    shift_x = (points[:, 2].min() - points[:, 2].max()) / 2.0 - points[:, 0].min()
+    shift = np.array([shift_x, 0.0, 0.0])
+    size = 2.0 * np.abs(points + shift).max(axis=0)
+    return shift, float(1.0 / np.linalg.norm(size))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # models
 
 
 class _Models:
-    """Writes each model once, rebuilding its mesh from the sample's run config."""
+    """Writes each model of a split once, from the canonical mesh stored with the shards."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, meshes: MeshCache):
         self.root = root
-        self.written: dict[str, dict] = {}  # model id -> {"synset", "scale", "path"}
-        self._sources: dict[str, object] = {}
+        self.meshes = meshes
+        self.written: dict[str, dict] = {}  # model id -> {"synset", "sha256", "path", "points", "mug"}
+        for synset in NOCS_SYNSETS.values():  # SPD's shape_data.py lists every synset in train/ and val/
+            (root / synset).mkdir(parents=True, exist_ok=True)
 
-    def _source(self, config):
-        from hoigen.objects import open_source
-
-        token = json.dumps(dataclasses.asdict(config.objects), sort_keys=True)
-        if token not in self._sources:
-            cfg = config.objects
-            self._sources[token] = open_source(cfg.source, cfg.units, cfg.categories)
-        return self._sources[token]
-
-    def ensure(self, meta: dict, key: str, model_id: str, synset: str) -> None:
-        scale = float(_meta_value(meta, "object.scale", key))
+    def ensure(self, sequence: dict, key: str, model_id: str, synset: str, scale: float) -> dict:
+        mesh, ref = self.meshes.mesh(sequence)
+        digest = ref.get("sha256") if isinstance(ref, dict) else None
         known = self.written.get(model_id)
         if known is not None:
-            if known["synset"] != synset or not math.isclose(known["scale"], scale, rel_tol=1e-6):
+            if known["synset"] != synset or known["sha256"] != digest:
                 raise ValueError(
                     f"sample {key}: model id {model_id!r} was already exported for a different object "
-                    f"(synset {known['synset']}, scale {known['scale']:.6g} m vs {synset}, {scale:.6g} m)"
+                    f"(synset {known['synset']} vs {synset}, mesh {known['sha256']} vs {digest})"
                 )
-            return
-        obj = self._rebuild(meta, key)
-        if not math.isclose(obj.scale, scale, rel_tol=1e-6) or model_id_for(obj.id) != model_id:
+            return known
+        vertices = np.asarray(mesh.vertices, dtype=np.float64)
+        extents = vertices.max(axis=0) - vertices.min(axis=0)
+        if not math.isclose(float(np.linalg.norm(extents)), scale, rel_tol=1e-6):
             raise ValueError(
-                f"sample {key}: the run config rebuilds object {obj.id!r} (scale {obj.scale:.6g} m), but the shard "
-                f"recorded {meta['object'].get('id')!r} (scale {scale:.6g} m); the object source changed since "
-                "the run, so its meshes cannot be exported"
+                f"sample {key}: the stored mesh {ref.get('file')} has a bounding-box diagonal of "
+                f"{np.linalg.norm(extents):.6g} m but meta.json says scale {scale:.6g} m; the mesh store is not "
+                "the one of these shards"
             )
+        import trimesh
+
         folder = self.root / synset / model_id
-        write_camera_model(
-            folder, np.asarray(obj.mesh.vertices, dtype=np.float64) / obj.scale, obj.mesh.faces
-        )
-        self.written[model_id] = {"synset": synset, "scale": scale, "path": str(folder / "model.obj")}
-
-    def _rebuild(self, meta: dict, key: str):
-        from hoigen.config import RunConfig
-        from hoigen.synth.recipe import object_for_sample
-
-        config = RunConfig.from_dict(_meta_value(meta, "config", key))
-        index = int(_meta_value(meta, "index", key))
-        try:
-            return object_for_sample(config, index, self._source(config))
-        except (OSError, ValueError) as exc:
-            message = (
-                f"sample {key}: cannot rebuild its object mesh from the run config (objects.source = "
-                f"{config.objects.source!r}); shards store no meshes, so the NOCS export needs the object source "
-                f"the run used: {exc}"
-            )
-            raise (FileNotFoundError if isinstance(exc, OSError) else ValueError)(message) from exc
+        normalised = trimesh.Trimesh(vertices / scale, mesh.faces, process=False)
+        write_camera_model(folder, normalised.vertices, normalised.faces)
+        seed = int.from_bytes(bytes.fromhex(digest[:8]), "big") if digest else 0
+        points = model_points(normalised, seed=seed).astype(np.float64)
+        record = {"synset": synset, "sha256": digest, "path": str(folder / "model.obj"), "mug": None}
+        if synset == NOCS_SYNSETS["mug"]:
+            shift, mug_scale = mug_alignment(points)
+            record["mug"] = (shift, mug_scale)
+            points = mug_scale * (points + shift)
+        record["points"] = points.astype(np.float32)
+        self.written[model_id] = record
+        return record
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # export
 
 
-def _check_args(split: str, image: str, width: int, height: int, class0: str) -> None:
-    if not isinstance(split, str) or not _SPLIT_NAME.match(split) or split in (".", ".."):
-        raise ValueError(f"split must be a plain folder name such as 'train' or 'val', got {split!r}")
-    if image not in IMAGES:
-        raise ValueError(f"image must be one of {IMAGES}, got {image!r}")
+def _check_args(
+    split: str, val_split: str, image: str, width: int, height: int, class0: str, val_fraction
+) -> None:
+    for name, value in (("split", split), ("val_split", val_split)):
+        if not isinstance(value, str) or not _SPLIT_NAME.match(value) or value in (".", ".."):
+            raise ValueError(f"{name} must be a plain folder name such as 'train' or 'val', got {value!r}")
+    check_image(image)
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if class0 not in CLASS0_MODES:
         raise ValueError(f"class0 must be one of {CLASS0_MODES}, got {class0!r}")
+    if (
+        isinstance(val_fraction, bool)
+        or not isinstance(val_fraction, (int, float))
+        or not 0 <= val_fraction < 1
+    ):
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+    if val_fraction > 0 and val_split == split:
+        raise ValueError(f"val_split must differ from split ({split!r}) when val_fraction > 0")
+
+
+def in_val_split(key: str, val_fraction: float) -> bool:
+    """Whether sample ``key`` goes to the val split: a hash of the key below ``val_fraction`` (stable across
+    runs and exports; every frame of a sequence goes to the same split)."""
+    if val_fraction <= 0:
+        return False
+    value = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
+    return value < val_fraction
+
+
+def intrinsics_mismatch(K: np.ndarray, atol: float = INTRINSICS_ATOL_PX) -> list[str]:
+    """The entries of ``K`` that differ from CAMERA's (``name: value vs camera``); empty when it is CAMERA's."""
+    names = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2), "skew": (0, 1)}
+    return [
+        f"{name} {K[i, j]:.6g} vs {CAMERA_K[i, j]:.6g}"
+        for name, (i, j) in names.items()
+        if abs(K[i, j] - CAMERA_K[i, j]) > atol
+    ]
+
+
+class _Split:
+    """The output state of one split (images, lists, models)."""
+
+    def __init__(self, out: Path, name: str, meshes: MeshCache):
+        self.name = name
+        self.image_root = out / "CAMERA" / name
+        if self.image_root.exists() and any(self.image_root.iterdir()):
+            raise FileExistsError(
+                f"{self.image_root} already holds files; export to a new folder (or another split), or remove it "
+                "first"
+            )
+        self.image_root.mkdir(parents=True, exist_ok=True)
+        self.depth_root = out / "camera_full_depths" / name
+        self.models = _Models(out / "obj_models" / name, meshes)
+        self.sources: list[dict] = []
+        self.listed: list[str] = []
+        self.nocs_instances = 0
 
 
 def export_nocs(
@@ -364,57 +468,57 @@ def export_nocs(
     camera_depth: bool = False,
     class0: str = "skip",
     *,
+    val_fraction: float = 0.0,
+    val_split: str = "val",
+    allow_intrinsics: bool = False,
     verify: bool = True,
 ) -> dict:
-    """Export hoigen shards to the NOCS CAMERA layout (module docstring) and return a summary.
+    """Export hoigen shards to the NOCS CAMERA layout with SPD's extras (module docstring); returns a summary.
 
     Args:
         shards: anything :func:`hoigen.datasets.reader.open_sequences` accepts (output folder, manifest, shard
-            paths or URL pattern).
-        out: output root; ``CAMERA/<split>`` must not exist yet or be empty.
+            paths or URL pattern); the object meshes are read from the output folder's mesh store.
+        out: output root; ``CAMERA/<split>`` (and ``CAMERA/<val_split>``) must not exist yet or be empty.
         split: the split folder name (``train``, ``val``...).
-        image: ``"rgb"`` (the render) or ``"photo"`` (``fNNN.photo.png``, the photoreal frame; a sample without
-            one is an error).
+        image: ``"rgb"`` (the render) or ``"photo"`` (``fNNN.photo.png``; a sample without one is an error).
         width, height: size of the exported images (NOCS: 640 x 480); other sizes are centre-cropped and resized.
         camera_depth: write ``_depth.png`` in CAMERA's 3-channel encoding (and uint16 mm depth to
             ``camera_full_depths``) instead of uint16 mm.
-        class0: ``"skip"`` drops frames of class-0 (non-NOCS) objects; ``"keep"`` writes them as class-0
-            distractors.
+        class0: ``"skip"`` drops frames of class-0 (non-NOCS) objects; ``"keep"`` writes them as distractors.
+        val_fraction: fraction of the samples (whole sequences, chosen by a hash of the key) written to
+            ``val_split`` instead of ``split``.
+        allow_intrinsics: export although the intrinsics after the crop / resize are not CAMERA's (577.5, 319.5,
+            239.5), with a warning; ``intrinsics.json`` records them. Without it such data is refused.
 
     Returns:
-        ``{"out", "split", "images", "listed", "samples", "frames", "skipped" (reason -> count),
-        "skipped_frames" (list of {key, frame, reason}), "instances", "nocs_instances", "models",
-        "intrinsics", "size", "resized", "camera_depth", "image"}``.
+        ``{"out", "split", "images", "listed", "samples", "frames", "skipped", "skipped_frames", "instances",
+        "nocs_instances", "models", "intrinsics", "size", "resized", "camera_depth", "image", "splits"}``; the
+        top-level counts are totals, ``splits`` has ``images`` / ``listed`` / ``models`` per split.
 
     Raises:
-        ValueError: bad arguments, or a sample that lacks a member the export needs (the message names the sample
-            key and the member); FileExistsError: ``CAMERA/<split>`` already holds files; FileNotFoundError: the
-            shards, or the object folder needed to rebuild the meshes, are missing.
+        ValueError: bad arguments, intrinsics that are not CAMERA's (without ``allow_intrinsics``), or a sample
+            that lacks what the export needs (the message names the sample key and the member); FileExistsError:
+            ``CAMERA/<split>`` already holds files; FileNotFoundError: the shards or a stored mesh are missing.
     """
     from hoigen.datasets.reader import open_sequences
     from hoigen.render.png import encode_png
 
-    _check_args(split, image, width, height, class0)
+    _check_args(split, val_split, image, width, height, class0, val_fraction)
     out = Path(out)
-    image_root = out / "CAMERA" / split
-    if image_root.exists() and any(image_root.iterdir()):
-        raise FileExistsError(
-            f"{image_root} already holds files; export to a new folder (or another split), or remove it first"
-        )
-    image_root.mkdir(parents=True, exist_ok=True)
-    depth_root = out / "camera_full_depths" / split
-    models = _Models(out / "obj_models" / split)
+    meshes = MeshCache()
+    splits = {split: _Split(out, split, meshes)}
+    if val_fraction > 0:
+        splits[val_split] = _Split(out, val_split, meshes)
 
-    sources: list[dict] = []
-    listed: list[str] = []
     skipped_frames: list[dict] = []
     intrinsics: dict | None = None
     resamplers: dict[tuple[int, int], _Resampler] = {}
-    n_samples = n_frames = n_nocs = 0
+    n_samples = n_frames = 0
 
     for sequence in open_sequences(shards, verify=verify):  # verify: shards checked against the manifest
         key, meta = sequence["key"], sequence["meta"]
         n_samples += 1
+        target = splits[val_split if in_val_split(key, val_fraction) else split]
         obj = _meta_value(meta, "object", key)
         class_id = int(_meta_value(meta, "object.class_id", key))
         category = str(_meta_value(meta, "object.category", key))
@@ -439,18 +543,28 @@ def export_nocs(
             if class_id == 0 and class0 == "skip":
                 skipped_frames.append({"key": key, "frame": t, "reason": "class0"})
                 continue
-            if image == "photo" and "photo" not in frame:
-                raise ValueError(
-                    f"sample {key} in {sequence.get('url', '?')} has no f{t:03d}.photo.png member "
-                    "(image='photo' needs the photoreal frames of an appearance model; use image='rgb')"
-                )
-            color_src = frame[image]
+            color_src = frame_image(sequence, t, image)
             src_h, src_w = frame["mask"].shape[:2]
             resampler = resamplers.get((src_w, src_h))
             if resampler is None:
                 resampler = resamplers[(src_w, src_h)] = _Resampler(src_w, src_h, width, height)
             K_out = adjust_intrinsics(K, resampler.geometry)
             if intrinsics is None:
+                mismatch = intrinsics_mismatch(K_out)
+                if mismatch:
+                    message = (
+                        f"sample {key}: after the crop / resize of its {src_w}x{src_h} frames to {width}x{height} "
+                        f"the intrinsics are not CAMERA's ({', '.join(mismatch)}); NOCS / SPD code hard-codes "
+                        "CAMERA's fx = fy = 577.5, cx = 319.5, cy = 239.5, so its poses would come out wrong "
+                        "without any error"
+                    )
+                    if not allow_intrinsics:
+                        raise ValueError(
+                            message + ". Synthesise NOCS data with --camera nocs-camera, or pass "
+                            "--allow-intrinsics (allow_intrinsics=True) to export anyway and read "
+                            "CAMERA/<split>/intrinsics.json in your own loader"
+                        )
+                    logger.warning("%s; exporting anyway (allow_intrinsics), see intrinsics.json", message)
                 intrinsics = {
                     "K": K_out.tolist(),
                     "width": width,
@@ -458,21 +572,22 @@ def export_nocs(
                     "source": {"K": K.tolist(), "width": src_w, "height": src_h},
                     **resampler.geometry,
                     "depth_unit": "mm",
+                    "camera_intrinsics": not intrinsics_mismatch(K_out),
                 }
             elif not np.allclose(K_out, intrinsics["K"], rtol=0, atol=1e-9):
                 raise ValueError(
-                    f"sample {key}: its exported intrinsics {K_out.tolist()} differ from the split's "
-                    f"{intrinsics['K']}; NOCS readers assume one camera per split, so export runs with different "
-                    "cameras to different splits"
+                    f"sample {key}: its exported intrinsics {K_out.tolist()} differ from the export's "
+                    f"{intrinsics['K']}; NOCS readers assume one camera, so export runs with different cameras "
+                    "to different output folders"
                 )
             object_mask = resampler.nearest(frame["mask"]) == obj_id
             if not object_mask.any():
                 skipped_frames.append({"key": key, "frame": t, "reason": "object_not_visible"})
                 continue
 
-            number = len(sources)
+            number = len(target.sources)
             name = f"{number // FRAMES_PER_FOLDER:05d}/{number % FRAMES_PER_FOLDER:04d}"
-            folder = image_root / name.split("/")[0]
+            folder = target.image_root / name.split("/")[0]
             folder.mkdir(exist_ok=True)
             stem = folder / name.split("/")[1]
             pose = _frame_pose(meta, t, key)
@@ -487,21 +602,21 @@ def export_nocs(
             Path(f"{stem}_mask.png").write_bytes(encode_png(encode_mask(object_mask)))
             if camera_depth:
                 Path(f"{stem}_depth.png").write_bytes(encode_png(encode_camera_depth(depth_mm)))
-                composed = depth_root / name.split("/")[0]
+                composed = target.depth_root / name.split("/")[0]
                 composed.mkdir(parents=True, exist_ok=True)
                 (composed / f"{name.split('/')[1]}_composed.png").write_bytes(encode_png(depth_mm))
             else:
                 Path(f"{stem}_depth.png").write_bytes(encode_png(depth_mm))
             Path(f"{stem}_meta.txt").write_text(f"{OBJECT_INSTANCE_ID} {class_id} {synset} {model_id}\n")
-            models.ensure(meta, key, model_id, synset)
+            model = target.models.ensure(sequence, key, model_id, synset, scale)
 
             labelled = class_id > 0
             box = bbox_yxyx(object_mask)
-            label = _label(labelled, class_id, box, scale, pose, model_id, size)
+            label = _label(labelled, class_id, box, scale, pose, model_id, size, model["mug"])
             with open(f"{stem}_label.pkl", "wb") as fh:
                 pickle.dump(label, fh, protocol=PICKLE_PROTOCOL)
 
-            image_name = f"{split}/{name}"
+            image_name = f"{target.name}/{name}"
             valid_depth = int((object_mask & (depth_mm > 0)).sum())
             box_w, box_h = box[3] - box[1], box[2] - box[0]
             if (
@@ -510,9 +625,9 @@ def export_nocs(
                 and box_w <= SPD_MAX_BOX[0]
                 and box_h <= SPD_MAX_BOX[1]
             ):
-                listed.append(image_name)
-            n_nocs += int(labelled)
-            sources.append(
+                target.listed.append(image_name)
+            target.nocs_instances += int(labelled)
+            target.sources.append(
                 {
                     "image": image_name,
                     "key": key,
@@ -524,46 +639,94 @@ def export_nocs(
                 }
             )
 
-    all_images = [s["image"] for s in sources]
-    (out / "CAMERA" / f"{split}_list_all.txt").write_text("".join(f"{p}\n" for p in all_images))
-    (out / "CAMERA" / f"{split}_list.txt").write_text("".join(f"{p}\n" for p in listed))
-    (image_root / "sources.json").write_text(json.dumps(sources, indent=1) + "\n")
-    if intrinsics is not None:
-        (image_root / "intrinsics.json").write_text(json.dumps(intrinsics, indent=1) + "\n")
+    for item in splits.values():
+        _finish_split(out, item, intrinsics)
+    _finish_models(out, splits)
     reasons: dict[str, int] = {}
     for item in skipped_frames:
         reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
+    per_split = {
+        name: {"images": len(s.sources), "listed": len(s.listed), "models": len(s.models.written)}
+        for name, s in splits.items()
+    }
     summary = {
         "out": str(out),
         "split": split,
-        "images": len(sources),
-        "listed": len(listed),
+        "images": sum(v["images"] for v in per_split.values()),
+        "listed": sum(v["listed"] for v in per_split.values()),
         "samples": n_samples,
         "frames": n_frames,
         "skipped": reasons,
         "skipped_frames": skipped_frames,
-        "instances": len(sources),
-        "nocs_instances": n_nocs,
-        "models": len(models.written),
+        "instances": sum(v["images"] for v in per_split.values()),
+        "nocs_instances": sum(s.nocs_instances for s in splits.values()),
+        "models": len({m for s in splits.values() for m in s.models.written}),
         "intrinsics": intrinsics,
         "size": [width, height],
         "resized": any(not r.identity for r in resamplers.values()),
         "camera_depth": bool(camera_depth),
         "image": image,
+        "splits": per_split,
     }
     logger.info(
-        "NOCS export to %s (%s): %d images (%d listed) from %d frames of %d samples, %d skipped %s, %d models",
+        "NOCS export to %s: %s from %d frames of %d samples, %d skipped %s",
         out,
-        split,
-        len(sources),
-        len(listed),
+        per_split,
         n_frames,
         n_samples,
         len(skipped_frames),
         reasons,
-        len(models.written),
     )
     return summary
+
+
+def _finish_split(out: Path, item: _Split, intrinsics: dict | None) -> None:
+    camera = out / "CAMERA"
+    all_images = [s["image"] for s in item.sources]
+    (camera / f"{item.name}_list_all.txt").write_text("".join(f"{p}\n" for p in all_images))
+    (camera / f"{item.name}_list.txt").write_text("".join(f"{p}\n" for p in item.listed))
+    (item.image_root / "sources.json").write_text(json.dumps(item.sources, indent=1) + "\n")
+    if intrinsics is not None:
+        (item.image_root / "intrinsics.json").write_text(json.dumps(intrinsics, indent=1) + "\n")
+
+
+def _finish_models(out: Path, splits: dict[str, _Split]) -> None:
+    """SPD's ``camera_<split>.pkl`` per split, ``mug_meta.pkl`` (merged with one already there), and the train /
+    val folders and lists SPD's scripts expect even when a split is empty."""
+    models_root = out / "obj_models"
+    for name in ("train", "val"):
+        for synset in NOCS_SYNSETS.values():
+            (models_root / name / synset).mkdir(parents=True, exist_ok=True)
+        for suffix in ("_list.txt", "_list_all.txt"):
+            path = out / "CAMERA" / f"{name}{suffix}"
+            if not path.exists():
+                path.write_text("")
+    mug_path = models_root / "mug_meta.pkl"
+    mug_meta = _read_pickle(mug_path) if mug_path.exists() else {}
+    for name, item in splits.items():
+        points = {
+            model_id: record["points"]
+            for model_id, record in sorted(item.models.written.items())
+            if record["synset"] != DISTRACTOR_SYNSET
+        }
+        with open(models_root / f"camera_{name}.pkl", "wb") as fh:
+            pickle.dump(points, fh, protocol=PICKLE_PROTOCOL)
+        for model_id, record in item.models.written.items():
+            if record["mug"] is not None:
+                shift, scale = record["mug"]
+                mug_meta[model_id] = [np.asarray(shift, dtype=np.float64), float(scale)]
+    for name in ("train", "val"):
+        path = models_root / f"camera_{name}.pkl"
+        if not path.exists():
+            with open(path, "wb") as fh:
+                pickle.dump({}, fh, protocol=PICKLE_PROTOCOL)
+    with open(mug_path, "wb") as fh:
+        pickle.dump(mug_meta, fh, protocol=PICKLE_PROTOCOL)
+
+
+def _read_pickle(path: Path):
+    with open(path, "rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - our own output file
 
 
 def _label(
@@ -574,17 +737,29 @@ def _label(
     pose: np.ndarray,
     model_id: str,
     size: np.ndarray,
+    mug: tuple[np.ndarray, float] | None = None,
 ) -> dict:
-    """The SPD-style ``_label.pkl`` dict of one image (one instance, or none for a class-0 distractor)."""
+    """The SPD-style ``_label.pkl`` dict of one image (one instance, or none for a class-0 distractor).
+
+    For a mug (``mug`` = SPD's ``(shift, scale)`` of its model) the labels are those SPD's ``pose_data.py``
+    derives for the re-aligned model: ``t - s R shift`` and ``s / scale``; ``size`` is the re-aligned extents.
+    """
     n = 1 if labelled else 0
-    srt = pose.copy()
-    srt[:3, :3] *= scale
+    R, t, s = pose[:3, :3], pose[:3, 3].copy(), float(scale)
+    if mug is not None:
+        shift, mug_scale = mug
+        t = t - s * R @ np.asarray(shift, dtype=np.float64)
+        s = s / mug_scale
+        half = np.asarray(size, dtype=np.float64) / 2.0
+        size = 2.0 * np.maximum(np.abs(-half + shift), np.abs(half + shift)) * mug_scale
+    srt = np.eye(4)
+    srt[:3, :3], srt[:3, 3] = s * R, t
     return {
         "class_ids": np.full(n, class_id, dtype=np.int32),
         "bboxes": np.asarray([box] * n, dtype=np.int32).reshape(n, 4),
-        "scales": np.full(n, scale, dtype=np.float32),
-        "rotations": np.asarray([pose[:3, :3]] * n, dtype=np.float32).reshape(n, 3, 3),
-        "translations": np.asarray([pose[:3, 3]] * n, dtype=np.float32).reshape(n, 3),
+        "scales": np.full(n, s, dtype=np.float32),
+        "rotations": np.asarray([R] * n, dtype=np.float32).reshape(n, 3, 3),
+        "translations": np.asarray([t] * n, dtype=np.float32).reshape(n, 3),
         "instance_ids": np.full(n, OBJECT_INSTANCE_ID, dtype=np.int32),
         "model_list": [model_id] * n,
         "size": np.asarray([size] * n, dtype=np.float32).reshape(n, 3),
@@ -595,6 +770,7 @@ def _label(
 
 __all__ = [
     "CAMERA_DEPTH_INVALID",
+    "CAMERA_K",
     "DISTRACTOR_SYNSET",
     "adjust_intrinsics",
     "bbox_yxyx",
@@ -602,4 +778,9 @@ __all__ = [
     "encode_camera_depth",
     "encode_coord",
     "export_nocs",
+    "farthest_point_sample",
+    "in_val_split",
+    "intrinsics_mismatch",
+    "model_points",
+    "mug_alignment",
 ]

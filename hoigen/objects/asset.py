@@ -46,6 +46,8 @@ class ObjectAsset:
         watertight: whether the repaired mesh is watertight.
         textured: whether the mesh carries a texture image.
         info: free-form provenance (repairs, procedural parameters...), JSON-serialisable.
+        R_canonical_mesh: (3, 3) rotation from the mesh file's frame to the canonical frame (identity unless the
+            object was turned into its NOCS orientation): canonical = R @ (file * unit_scale) + offset.
     """
 
     id: str
@@ -62,6 +64,7 @@ class ObjectAsset:
     watertight: bool = True
     textured: bool = False
     info: dict = field(default_factory=dict)
+    R_canonical_mesh: np.ndarray = field(default_factory=lambda: np.eye(3))
 
     def to_nocs(self, points: np.ndarray) -> np.ndarray:
         """Canonical-frame ``points`` (N, 3) metres -> NOCS coordinates (N, 3)."""
@@ -82,6 +85,7 @@ class ObjectAsset:
             "watertight": bool(self.watertight),
             "textured": bool(self.textured),
             "info": self.info,
+            "R_canonical_mesh": np.asarray(self.R_canonical_mesh, dtype=np.float64).tolist(),
         }
 
 

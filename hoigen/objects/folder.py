@@ -20,10 +20,15 @@ still collides (same stem, different suffix, same folder). Every renaming is log
 Loading (:func:`load_object`) keeps textures and materials, rejects unusable files with :class:`ObjectError`, and
 makes the canonical :class:`ObjectAsset` with :func:`hoigen.objects.asset.make_asset` (SPEC §2: metres, frame
 centred on the bounding box, ``scale`` = bounding-box diagonal). YCB ids are z-up, other objects y-up by default.
+An object of a NOCS class (``025_mug``, YCB cans, bowls, bottles) is rotated into that class's NOCS orientation
+first (:func:`nocs_orientation`: up to +y, a mug's handle, found from the geometry, toward +x); the rotation is
+``asset.R_canonical_mesh`` (canonical = ``R @ (file * unit_scale) + offset``), and its symmetry label comes from
+its geometry (:func:`hoigen.objects.categories.instance_symmetry`). Other objects keep the file's orientation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter
@@ -35,7 +40,7 @@ import numpy as np
 import trimesh
 
 from .asset import UNIT_FACTORS, ObjectAsset, ObjectError, has_texture, make_asset
-from .categories import classify, is_ycb_id
+from .categories import classify, instance_symmetry, is_ycb_id
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +245,14 @@ def load_object(
     mesh, info = _read_mesh(entry)
     texture_warning = _check_texture(entry, mesh, info)
     category, class_id, symmetry = classify(entry.id)
+    rotation = np.eye(3)
     try:
+        if class_id > 0:  # a NOCS class: into that class's NOCS orientation (SPEC §2)
+            rotation, orientation = nocs_orientation(mesh, up_vector, category)
+            info["nocs_orientation"] = orientation
+            mesh = mesh.copy()
+            mesh.apply_transform(_homogeneous(rotation))
+            up_vector = np.array(DEFAULT_UP)
         asset = make_asset(
             mesh,
             object_id=entry.id,
@@ -252,6 +264,19 @@ def load_object(
             units=units,
             info=info,
         )
+        if class_id > 0:
+            symmetry, measured = instance_symmetry(asset.mesh, category, asset.scale)
+            if measured:
+                asset.info["symmetry_test"] = measured
+                if symmetry is None:
+                    logger.info(
+                        "%s: not symmetric about its up axis (turning it moves the surface by %.1f mm on average, "
+                        "tolerance %.1f mm): no symmetry label",
+                        entry.id,
+                        measured["deviation_m"] * 1e3,
+                        measured["tolerance_m"] * 1e3,
+                    )
+            asset = dataclasses.replace(asset, symmetry=symmetry, R_canonical_mesh=rotation)
     except ObjectError as exc:
         raise ObjectError(f"{entry.path}: {exc}") from exc
     except Exception as exc:  # a deep trimesh / numpy failure on a malformed mesh
@@ -261,6 +286,77 @@ def load_object(
     if texture_warning:
         logger.warning(*texture_warning)
     return asset
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NOCS orientation
+
+HANDLE_MIN_FRACTION = 0.01  # a mug's handle: at least this fraction of the surface samples outside the body
+
+
+def _homogeneous(rotation: np.ndarray) -> np.ndarray:
+    transform = np.eye(4)
+    transform[:3, :3] = rotation
+    return transform
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation (3, 3) taking unit vector ``a`` to unit vector ``b``."""
+    a = np.asarray(a, dtype=np.float64) / np.linalg.norm(a)
+    b = np.asarray(b, dtype=np.float64) / np.linalg.norm(b)
+    v, c = np.cross(a, b), float(np.dot(a, b))
+    if c < -1.0 + 1e-12:  # opposite: half a turn about any axis perpendicular to a
+        perp = np.cross(a, np.eye(3)[np.argmin(np.abs(a))])
+        perp /= np.linalg.norm(perp)
+        return 2.0 * np.outer(perp, perp) - np.eye(3)
+    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + vx + vx @ vx / (1.0 + c)
+
+
+def mug_handle_azimuth(mesh: trimesh.Trimesh) -> tuple[float | None, dict]:
+    """Azimuth (radians, from +x toward +z) of a y-up mug's handle, found from the geometry.
+
+    The body's axis is the centre of the bottom tenth of the surface (a handle does not reach the foot); the
+    handle is the surface farther from that axis than the foot's radius (+10 % and 2 mm); its azimuth is the
+    direction of the mean of those points. None when no handle sticks out (under :data:`HANDLE_MIN_FRACTION`).
+    """
+    points, _ = trimesh.sample.sample_surface(mesh, 20000, seed=0)
+    points = np.asarray(points, dtype=np.float64)
+    y = points[:, 1]
+    foot = points[y <= y.min() + 0.1 * (y.max() - y.min())]
+    centre = (foot[:, [0, 2]].min(axis=0) + foot[:, [0, 2]].max(axis=0)) / 2.0
+    radial = points[:, [0, 2]] - centre
+    radius = np.linalg.norm(radial, axis=1)
+    foot_radius = float(np.percentile(np.linalg.norm(foot[:, [0, 2]] - centre, axis=1), 99))
+    handle = radius > foot_radius * 1.1 + 0.002
+    found = {"handle_fraction": float(handle.mean()), "body_axis_xz": [float(v) for v in centre]}
+    if handle.mean() < HANDLE_MIN_FRACTION:
+        return None, found
+    direction = radial[handle].mean(axis=0)
+    return float(np.arctan2(direction[1], direction[0])), found
+
+
+def nocs_orientation(mesh: trimesh.Trimesh, up: np.ndarray, category: str) -> tuple[np.ndarray, dict]:
+    """Rotation (3, 3) from the mesh file's frame to the NOCS orientation of ``category``: ``up`` (3,) to +y and,
+    for a mug, the handle (:func:`mug_handle_azimuth`) toward +x. Returns it and a provenance record."""
+    rotation = _rotation_between(up, np.array(DEFAULT_UP))
+    record: dict = {"up_in_file": [float(v) for v in np.asarray(up) / np.linalg.norm(up)]}
+    if category == "mug":
+        upright = mesh.copy()
+        upright.apply_transform(_homogeneous(rotation))
+        azimuth, found = mug_handle_azimuth(upright)
+        if azimuth is None:
+            logger.warning(
+                "mug mesh with no handle sticking out of its body: it is turned y-up but not handle-first "
+                "(SPEC §2); check its up axis"
+            )
+            record.update(found, handle_azimuth_deg=None)
+            return rotation, record
+        c, s = np.cos(azimuth), np.sin(azimuth)
+        turn = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # takes azimuth to +x
+        rotation = turn @ rotation
+        record.update(found, handle_azimuth_deg=float(np.rad2deg(azimuth)))
+    return rotation, record
 
 
 def load_objects(
