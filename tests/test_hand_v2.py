@@ -178,6 +178,9 @@ def test_betas_act_as_documented(hand):
     for finger in ("index", "middle", "ring", "pinky"):
         assert finger_ratio(thumb, finger) == pytest.approx(1.0, abs=0.01)
     assert np.abs(data.shapedirs[:, :, 7:10]).max() == 0.0  # 7-9: no effect
+    # the wrist joint stays put for every beta: 0, 2, 3 are centred on it, the others act beyond it
+    for k in range(10):
+        np.testing.assert_allclose(hand.rest_joints(np.eye(10)[k] * 2.0)[0], 0.0, atol=1e-12)
     # negative betas shrink
     assert measure(0, -1.0)["length"] < base["length"] * 0.95
 

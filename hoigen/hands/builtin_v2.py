@@ -37,7 +37,7 @@ skin) follow the shape space. Fingertip keypoints are the most distal skin verte
 
 **Shape space** (betas, per unit): 0 overall size (+6 % about the wrist), 1 finger length (the phalanges of all
 five digits, +8 %), 2 hand width (+6 % across), 3 hand thickness (+8 % dorsal-palmar), 4 finger girth (+8 %
-radially about each digit's axis), 5 palm length (+6 % of the wrist-to-knuckle length, the fingers ride along),
+radially about each digit's axis), 5 palm length (+6 % of the palm from 8 mm past the wrist to the knuckles, the fingers ride along),
 6 thumb length (metacarpal and phalanges, +8 %); 7-9 have no effect.
 
 An optional forearm stub (``forearm=True``) adds a rounded forearm, skinned to the wrist, for RGB renders; it is
@@ -541,7 +541,9 @@ def build_v2_data(options: BuildOptions = BuildOptions(), name: str = BUILTIN_V2
 
     # joint regressor: the skin ring around each joint, affine weights reproducing the joint
     j_reg = np.zeros((NUM_JOINTS, len(verts)))
-    ring = _joint_ring(verts, joints[0], np.array([1.0, 0.0, 0.0]), 0.06)
+    # the wrist from skin skinned to the wrist alone, so only the betas centred on it (0, 2, 3) act on it
+    pure = np.flatnonzero(weights[:, 0] == 1.0)
+    ring = pure[_joint_ring(verts[pure], joints[0], np.array([1.0, 0.0, 0.0]), 0.06)]
     j_reg[0, ring] = _affine_regressor(verts, ring, joints[0])
     tip_ids = np.zeros(5, dtype=np.int64)
     for k, digit in enumerate(_DIGITS):
@@ -595,10 +597,10 @@ def _shape_dirs(verts: np.ndarray, weights: np.ndarray, joints: np.ndarray) -> n
     sd[:, 2, 2] = 0.06 * (verts[:, 2] - wrist[2])
     sd[:, 1, 3] = 0.08 * (verts[:, 1] - wrist[1])
     # palm length: stretch along -x up to the knuckle line; fingers ride along, the thumb with its base
-    knuckles = 0.090
-    u = np.clip(-(verts[:, 0] - wrist[0]), 0.0, knuckles)
+    onset, knuckles = 0.008, 0.090  # the stretch starts past the wrist joint's skin ring
+    u = np.clip(-(verts[:, 0] - wrist[0]) - onset, 0.0, knuckles - onset)
     thumb_w = weights[:, list(FINGER_JOINTS["thumb"])].sum(axis=1)
-    u_thumb = float(np.clip(-(joints[13, 0] - wrist[0]), 0.0, knuckles))
+    u_thumb = float(np.clip(-(joints[13, 0] - wrist[0]) - onset, 0.0, knuckles - onset))
     u = (1.0 - thumb_w) * u + thumb_w * u_thumb
     sd[:, 0, 5] = -0.06 * u
     return sd
