@@ -24,6 +24,7 @@ from hoigen.datasets.reader import open_frames  # noqa: E402
 from hoigen.exports.coco import (  # noqa: E402
     FIRST_EXTRA_CATEGORY_ID,
     HAND_CATEGORY_ID,
+    HAND_OKS_SIGMAS,
     KEYPOINT_DEPTH_TOLERANCE_M,
     encode_rle,
     export_coco,
@@ -171,6 +172,53 @@ def test_categories(coco, frames, export):
         assert ann["category_id"] == obj["class_id"]
         assert coco.cats[ann["category_id"]]["name"] == obj["category"]
         assert ann["object_id"] == obj["id"]
+
+
+def test_cocoeval_keypoints_ap_is_one_on_ground_truth_as_detections(coco, frames):
+    """What a user runs to score a hand pose estimator (the recipe of HAND_OKS_SIGMAS)."""
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    hands = [a for a in coco.dataset["annotations"] if a["category_id"] == HAND_CATEGORY_ID]
+    assert hands and all("num_keypoints" in a for a in coco.dataset["annotations"])
+    detections = [
+        {
+            "image_id": a["image_id"],
+            "category_id": a["category_id"],
+            "keypoints": a["keypoints"],
+            "score": 1.0,
+        }
+        for a in hands
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco, coco.loadRes(detections), iouType="keypoints")
+        evaluator.params.kpt_oks_sigmas = HAND_OKS_SIGMAS
+        evaluator.params.catIds = [HAND_CATEGORY_ID]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert len(HAND_OKS_SIGMAS) == 21
+    assert evaluator.stats[0] == pytest.approx(1.0)  # AP over OKS 0.50:0.95
+    # every category evaluated at once (no catIds filter) must not fail on the object annotations either
+    with contextlib.redirect_stdout(io.StringIO()):
+        everything = COCOeval(coco, coco.loadRes(detections), iouType="keypoints")
+        everything.params.kpt_oks_sigmas = HAND_OKS_SIGMAS
+        everything.evaluate()
+
+
+def test_keypoints_outside_the_image_are_not_visible(coco):
+    for ann in coco.dataset["annotations"]:
+        if ann["category_id"] != HAND_CATEGORY_ID:
+            assert ann["num_keypoints"] == 0
+            continue
+        kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(21, 3)
+        outside = (np.floor(kp[:, :2] + 0.5) < 0).any(axis=1) | (np.floor(kp[:, :2] + 0.5) >= SIZE).any(
+            axis=1
+        )
+        assert (kp[outside, 2] == 0).all()
+        assert ann["num_keypoints"] == int((kp[:, 2] > 0).sum())
 
 
 def test_json_is_plain_coco(export):

@@ -241,3 +241,22 @@ def test_missing_mesh_store_is_a_clear_error(folder_run, tmp_path):
     shutil.rmtree(copy / "objects")
     with pytest.raises(FileNotFoundError, match="objects/"):
         export_bop(copy, tmp_path / "bop", verify=False)
+
+
+def test_exports_do_not_use_the_synthesis_recipe():
+    """Exports are consumers of the shards (SPEC §9): none imports hoigen.synth, even lazily."""
+    import subprocess
+    import sys
+
+    import hoigen.exports
+
+    folder = Path(hoigen.exports.__file__).parent
+    for name in ("nocs.py", "bop.py", "coco.py", "common.py"):
+        assert "hoigen.synth" not in (folder / name).read_text(), name
+    code = (
+        "import sys, hoigen.exports.nocs, hoigen.exports.bop, hoigen.exports.coco, hoigen.datasets.meshes, "
+        "hoigen.datasets.decoders; print(sorted(m for m in sys.modules if m.startswith('hoigen.synth') or "
+        "m in ('torch', 'webdataset', 'pyrender')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
