@@ -271,3 +271,14 @@ def write_ho3d_root(root: Path, hand, frames: int = 3, missing: int | None = 2):
     (root / "train.txt").write_text("".join(f"{HO3D_SEQ}/{t:04d}\n" for t in range(frames)))
     (root / "evaluation.txt").write_text("")
     return cam
+
+
+def corners_match(file_mesh_path: Path, T_cam_mesh: np.ndarray, obj, T_cam_obj: np.ndarray) -> bool:
+    """Whether the file's vertices placed by the dataset's pose and hoigen's canonical mesh placed by the reader's
+    ``T_cam_obj`` are the same point set (to 1e-6 m): the non-circular check of the canonical-frame conversion."""
+    raw = trimesh.load(str(file_mesh_path), force="mesh", process=False)
+    a = np.asarray(raw.vertices) @ T_cam_mesh[:3, :3].T + T_cam_mesh[:3, 3]
+    b = np.asarray(obj.mesh.vertices) @ T_cam_obj[:3, :3].T + T_cam_obj[:3, 3]
+    a = np.unique(np.round(a, 6), axis=0)
+    b = np.unique(np.round(b, 6), axis=0)
+    return a.shape == b.shape and bool(np.abs(a - b).max() < 2e-6)

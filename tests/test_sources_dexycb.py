@@ -16,7 +16,14 @@ from click.testing import CliRunner
 
 pytest.importorskip("smplx")
 
-from sources_fixtures import GRASP_NAME, SEQUENCE, SUBJECT, mano_dir, write_dexycb_root  # noqa: E402
+from sources_fixtures import (  # noqa: E402
+    GRASP_NAME,
+    SEQUENCE,
+    SUBJECT,
+    corners_match,
+    mano_dir,
+    write_dexycb_root,
+)
 
 from hoigen.cli import main  # noqa: E402
 from hoigen.config import RunConfig  # noqa: E402
@@ -71,6 +78,10 @@ def test_reader_recovers_the_fixture_poses_and_labels(dex):
         np.testing.assert_allclose(clip.T_cam_obj[0], cam.T_cam_obj[f], atol=1e-6, rtol=0)
         np.testing.assert_allclose(clip.joints2d[0], cam.joints2d[f], atol=1e-3, rtol=0)
         assert clip.object.id == GRASP_NAME
+        labels = np.load(dex.root / SUBJECT / SEQUENCE / serial / f"labels_{f:06d}.npz")
+        T_cam_mesh = np.vstack([labels["pose_y"][0].astype(np.float64), [0, 0, 0, 1]])
+        model = dex.root / "models" / GRASP_NAME / "textured_simple.obj"
+        assert corners_match(model, T_cam_mesh, clip.object, clip.T_cam_obj[0])
         assert np.array_equal(clip.rgb[0], cam.rgb[f])
         assert np.array_equal(clip.seg[0], cam.mask[f])  # 255 -> 2 hand, ycb id -> 1 object
         assert clip.intrinsics.width == 64 and clip.intrinsics.height == 48

@@ -14,10 +14,11 @@ from click.testing import CliRunner
 
 pytest.importorskip("smplx")
 
-from sources_fixtures import HO3D_OBJECT, HO3D_SEQ, mano_dir, write_ho3d_root  # noqa: E402
+from sources_fixtures import HO3D_OBJECT, HO3D_SEQ, corners_match, mano_dir, write_ho3d_root  # noqa: E402
 
 from hoigen.cli import main  # noqa: E402
 from hoigen.config import RunConfig  # noqa: E402
+from hoigen.geometry.rotations import axis_angle_to_matrix  # noqa: E402
 from hoigen.hands import load_hand  # noqa: E402
 from hoigen.sources import MissingAnnotation  # noqa: E402
 from hoigen.sources.ho3d import DEPTH_SCALE_M, HO3DSource  # noqa: E402
@@ -47,6 +48,12 @@ def test_reader_converts_the_opengl_frame(ho3d):
         np.testing.assert_allclose(clip.T_cam_obj[0], cam.T_cam_obj[f], atol=1e-6, rtol=0)
         np.testing.assert_allclose(clip.joints2d[0], cam.joints2d[f], atol=1e-3, rtol=0)  # from handJoints3D
         assert clip.object.id == HO3D_OBJECT and clip.seg is None
+        meta = pickle.loads((ho3d.root / "train" / HO3D_SEQ / "meta" / f"{f:04d}.pkl").read_bytes())
+        T_gl = np.eye(4)
+        T_gl[:3, :3] = axis_angle_to_matrix(meta["objRot"].reshape(3))
+        T_gl[:3, 3] = meta["objTrans"]
+        model = ho3d.root / "models" / HO3D_OBJECT / "textured_simple.obj"
+        assert corners_match(model, np.diag([1.0, -1.0, -1.0, 1.0]) @ T_gl, clip.object, clip.T_cam_obj[0])
         assert np.array_equal(clip.rgb[0], cam.rgb[f])
         np.testing.assert_allclose(clip.intrinsics.K, cam.intrinsics.K)
         # depth: (R + 256 G) units, within one unit of the rendered depth
