@@ -599,8 +599,9 @@ def convert_released(
         tokenizer = None
         if config_source is not None:
             tokenizer = _read_tokenizer(config_source / "tokenizer")
-        write_config_folder(tmp, configs=configs, tokenizer=tokenizer)
-        if config_source is not None:  # keep the folder's own scheduler / tokenizer files verbatim
+        if not adapters_only:
+            write_config_folder(tmp, configs=configs, tokenizer=tokenizer)
+        if config_source is not None and not adapters_only:  # keep the folder's scheduler/tokenizer verbatim
             for sub in ("scheduler", "tokenizer"):
                 if (config_source / sub).is_dir():
                     shutil.rmtree(tmp / sub)
@@ -616,11 +617,7 @@ def convert_released(
             parameters[f"adapter:{name}"] = sum(v.numel() for v in converted.values())
         del adapter_state
         ignored: list[str] = []
-        if adapters_only:
-            for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "model_index.json"):
-                target = tmp / sub
-                shutil.rmtree(target) if target.is_dir() else target.unlink()
-        else:
+        if not adapters_only:
             state = load_checkpoint(inputs["sd"])
             converted, ignored = convert_ldm_checkpoint(state, inputs["sd"], configs)
             for component in SD_COMPONENTS:
