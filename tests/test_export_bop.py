@@ -412,7 +412,7 @@ def cut_export(tmp_path_factory):
     """One close-up frame: the object is cut by the image border."""
     base = tmp_path_factory.mktemp("bop_cut")
     config = RunConfig().replace(
-        camera={"preset": "square-48", "distance": (0.1, 0.11), "target_jitter": 0.0},
+        camera={"preset": "square-48", "distance": (0.1, 0.11), "target_jitter": 0.0, "fill": 0.0},
         trajectory={"frames": 1},
         grasp={"candidates": 2},
         objects={"categories": ("can",)},

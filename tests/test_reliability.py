@@ -437,7 +437,8 @@ def test_the_reader_names_the_damaged_shard_and_member(damaged):
 @pytest.mark.parametrize("fmt", ["coco", "bop", "nocs"])
 def test_every_export_refuses_a_damaged_shard(damaged, tmp_path, fmt):
     for kind, (out, member) in damaged.items():
-        result = _cli(["export", fmt, str(out), str(tmp_path / f"{fmt}-{kind}")])
+        extra = ["--allow-intrinsics"] if fmt == "nocs" else []  # the fixture's camera is not CAMERA's
+        result = _cli(["export", fmt, str(out), str(tmp_path / f"{fmt}-{kind}"), *extra])
         assert result.exit_code != 0
         assert "hoigen-000001.tar" in result.output and member in result.output, result.output
         assert "Traceback" not in result.output

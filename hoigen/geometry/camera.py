@@ -118,6 +118,10 @@ class CameraConfig:
     elevation_deg: tuple[float, float] = (5.0, 60.0)
     azimuth_deg: tuple[float, float] = (0.0, 360.0)
     target_jitter: float = 0.02
+    fill: float = 0.75
+    """Largest fraction of the image's smaller side that the object may span: the sampled distance is raised to
+    :func:`fit_distance` when the object's bounding sphere (diameter = its scale, widened by the target jitter)
+    would span more (a laptop or a tall bottle at 0.35 m fills a 640x480 frame); 0 turns the rule off."""
 
     def __post_init__(self):
         intrinsics_preset(self.preset)  # validates the name
@@ -131,6 +135,8 @@ class CameraConfig:
             raise ValueError(f"camera elevation_deg must lie in [-90, 90], got {self.elevation_deg}")
         if self.target_jitter < 0:
             raise ValueError(f"camera target_jitter must be >= 0 metres, got {self.target_jitter}")
+        if not 0.0 <= self.fill <= 1.0:
+            raise ValueError(f"camera fill must be a fraction in [0, 1] (0 = off), got {self.fill}")
 
 
 @dataclass(frozen=True)
@@ -144,14 +150,30 @@ class CameraSample:
     azimuth_deg: float
 
 
+def fit_distance(intrinsics: Intrinsics, radius: float, fill: float) -> float:
+    """Smallest distance (metres) at which a sphere of ``radius`` (metres) spans at most ``fill`` of the image's
+    smaller side: its projected diameter ``2 f r / sqrt(d^2 - r^2)`` (f the larger focal length) <= fill * side."""
+    side = fill * min(intrinsics.width, intrinsics.height)
+    f = max(intrinsics.fx, intrinsics.fy)
+    return float(radius * np.sqrt(1.0 + (2.0 * f / side) ** 2))
+
+
 def sample_camera(
-    config: CameraConfig, rng: np.random.Generator, target: np.ndarray, up: np.ndarray
+    config: CameraConfig,
+    rng: np.random.Generator,
+    target: np.ndarray,
+    up: np.ndarray,
+    object_scale: float | None = None,
 ) -> CameraSample:
     """Sample a camera on a sphere around ``target`` (3,) world metres; elevation is measured from the plane
-    perpendicular to ``up`` (3,), the object's up axis."""
+    perpendicular to ``up`` (3,), the object's up axis. With ``object_scale`` (the object's bounding-box diagonal,
+    metres) the distance is at least :func:`fit_distance` for ``config.fill`` (the random draws are the same)."""
     up = np.asarray(up, dtype=np.float64)
     up = up / np.linalg.norm(up)
     dist = rng.uniform(*config.distance)
+    if object_scale is not None and config.fill > 0:
+        radius = 0.5 * float(object_scale) + config.target_jitter * np.sqrt(3.0)
+        dist = max(dist, fit_distance(intrinsics_preset(config.preset), radius, config.fill))
     elev = rng.uniform(*config.elevation_deg)
     azim = rng.uniform(*config.azimuth_deg)
     # An orthonormal basis (a, b, up) of the world.

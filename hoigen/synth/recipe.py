@@ -89,7 +89,9 @@ class SequencePlanner:
         obj = self.source.object_for(index, rngs["object"])
         grasp = self._sampler(obj).sample(rngs["grasp"])
         trajectory = make_trajectory(grasp.params, self.hand, cfg.trajectory, rngs["trajectory"], obj.up)
-        camera = sample_camera(cfg.camera, rngs["camera"], target=np.zeros(3), up=obj.up)
+        camera = sample_camera(
+            cfg.camera, rngs["camera"], target=np.zeros(3), up=obj.up, object_scale=obj.scale
+        )
         return SequencePlan(index, obj, grasp, trajectory, camera, rngs["render"])
 
 
