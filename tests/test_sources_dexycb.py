@@ -278,3 +278,55 @@ def test_paths_are_relative_to_the_root(dex):
     assert f"models/{GRASP_NAME}/textured_simple.obj" in files
     assert f"calibration/intrinsics/{SERIALS[0]}_640x480.yml" in files
     assert all(Path(p).is_file() for p in files.values())
+
+
+def test_pca_pose_follows_manopth_and_smplx_mean_convention(dex):
+    """DexYCB's MANO is manopth's ``use_pca=True, ncomps=45, flat_hand_mean=False``: hand pose = hands_mean +
+    coeffs @ hands_components. smplx cannot express that directly — with ``num_pca_comps=45`` it turns PCA off
+    and reads the coefficients as axis-angle — so the check is against smplx's own mean handling: smplx with
+    ``flat_hand_mean=False`` fed ``coeffs @ hands_components`` gives the same hand as hoigen's flat-mean MANO fed
+    the reader's pose."""
+    import contextlib
+    import io
+
+    import smplx
+    import torch
+
+    from hoigen.hands.mano import load_mano_pickle
+
+    raw = load_mano_pickle(dex.hand.path)
+    data = dex.hand.data
+    struct = SimpleNamespace(
+        v_template=data.v_template,
+        f=data.faces,
+        shapedirs=data.shapedirs,
+        posedirs=np.asarray(raw["posedirs"]),
+        J_regressor=data.J_regressor,
+        weights=data.weights,
+        kintree_table=np.stack([np.where(data.parents < 0, 0, data.parents), np.arange(16)]),
+        hands_components=np.asarray(raw["hands_components"]),
+        hands_mean=np.asarray(raw["hands_mean"]),
+    )
+
+    def build(**kwargs):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return smplx.MANO(
+                model_path=str(dex.hand.path), data_struct=struct, is_rhand=True, num_betas=10,
+                dtype=torch.float64, **kwargs,
+            )  # fmt: skip
+
+    assert build(use_pca=True, num_pca_comps=45, flat_hand_mean=False).use_pca is False  # the smplx quirk
+    with_mean = build(use_pca=False, flat_hand_mean=False)
+    clip = DexYCBSource(dex.root).load(0, dex.hand)
+    labels = np.load(dex.root / SUBJECT / SEQUENCE / SERIALS[0] / "labels_000000.npz")
+    pose_m = labels["pose_m"].astype(np.float64)
+    coeffs = pose_m[:, 3:48] @ np.asarray(raw["hands_components"])
+    with torch.no_grad():
+        out = with_mean(
+            betas=torch.from_numpy(clip.hand.betas),
+            global_orient=torch.from_numpy(pose_m[:, 0:3]),
+            hand_pose=torch.from_numpy(coeffs),
+            transl=torch.from_numpy(pose_m[:, 48:51]),
+        )
+    ours = dex.hand.forward(clip.hand).vertices
+    np.testing.assert_allclose(out.vertices.numpy(), ours, atol=1e-5, rtol=0)  # smplx keeps float32 copies

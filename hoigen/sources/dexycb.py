@@ -15,8 +15,9 @@ object -> camera (OpenCV, metres, rows in ``ycb_ids`` order); ``pose_m`` (1, 51)
 coefficients (45) of MANO with ``flat_hand_mean=False``, translation (3), all zero = no annotation; ``joint_3d``
 (1, 21, 3) metres and ``joint_2d`` (1, 21, 2) px in OpenPose order, -1 = missing. hoigen reads the per-camera
 labels (``pose.npz`` holds the same poses in the master frame) and converts the PCA pose to full axis-angle with
-the user's MANO basis: ``hand_pose = hands_mean + coeffs @ hands_components`` — which is hoigen's flat-mean
-convention. Sample index = window of ``clip`` consecutive frames of one camera (subjects, sequences, serials in
+the user's MANO basis: ``hand_pose = hands_mean + coeffs @ hands_components`` (manopth's ``use_pca=True, ncomps=45,
+flat_hand_mean=False``, which DexYCB used) — which is hoigen's flat-mean convention. smplx cannot do this step:
+with ``num_pca_comps=45`` it switches PCA off and would read the coefficients as axis-angle. Sample index = window of ``clip`` consecutive frames of one camera (subjects, sequences, serials in
 sorted order).
 
 Splits follow the dex-ycb-toolkit index rules over (subject, camera, sequence): subject index = NN - 1, camera
