@@ -20,6 +20,7 @@ from hoigen.cli import main  # noqa: E402
 from hoigen.config import RunConfig  # noqa: E402
 from hoigen.geometry.rotations import axis_angle_to_matrix  # noqa: E402
 from hoigen.hands import load_hand  # noqa: E402
+from hoigen.hands.model import OPENPOSE_FROM_MANO, HandParams  # noqa: E402
 from hoigen.sources import MissingAnnotation  # noqa: E402
 from hoigen.sources.ho3d import DEPTH_SCALE_M, HO3DSource  # noqa: E402
 from hoigen.synth.real import RealSampler  # noqa: E402
@@ -53,6 +54,11 @@ def test_reader_converts_the_opengl_frame(ho3d):
         T_gl[:3, :3] = axis_angle_to_matrix(meta["objRot"].reshape(3))
         T_gl[:3, 3] = meta["objTrans"]
         model = ho3d.root / "models" / HO3D_OBJECT / "textured_simple.obj"
+        # the stored OpenGL parameters are genuinely HO-3D's: MANO run on them in the OpenGL frame gives the
+        # stored handJoints3D (so the OpenGL -> OpenCV conversion is not checked against itself)
+        gl = HandParams(meta["handPose"][:3], meta["handPose"][3:], meta["handTrans"], meta["handBeta"])
+        joints_gl = ho3d.hand.forward(gl).joints[0]
+        np.testing.assert_allclose(joints_gl, meta["handJoints3D"][OPENPOSE_FROM_MANO], atol=1e-9)
         assert corners_match(model, np.diag([1.0, -1.0, -1.0, 1.0]) @ T_gl, clip.object, clip.T_cam_obj[0])
         assert np.array_equal(clip.rgb[0], cam.rgb[f])
         np.testing.assert_allclose(clip.intrinsics.K, cam.intrinsics.K)
