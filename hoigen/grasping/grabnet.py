@@ -281,9 +281,10 @@ def load_state_dict_strict(module: nn.Module, path: str | Path, what: str) -> No
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # asks for a global a tensor checkpoint never needs
         raise GrabNetAssetError(
-            f"{path} cannot be loaded safely: it holds Python objects other than tensors (hoigen loads checkpoints "
-            "with weights_only=True and never runs code from a file); it may be corrupt or unsafe — do not load it "
-            f"another way; download GrabNet's {path.name} again from its official source and {FLAG_HINT}"
+            f"{path} is not a readable PyTorch checkpoint: it cannot be loaded safely (it holds Python objects other "
+            "than tensors, or is cut short; hoigen loads checkpoints with weights_only=True and never runs code from "
+            "a file); it may be corrupt or unsafe — do not load it another way; download GrabNet's "
+            f"{path.name} again from its official source and {FLAG_HINT}"
         ) from exc
     except Exception as exc:  # whatever a corrupt file raises means the same to the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
