@@ -93,12 +93,14 @@ def _scale_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_condition_latents(vae, tracking: torch.Tensor) -> torch.Tensor:
+def encode_condition_latents(vae, tracking: torch.Tensor, device=None) -> torch.Tensor:
     """Condition latents of a tracking video for the ControlNet's tracking branch.
 
     Args:
         vae: ``AutoencoderKLCogVideoX``.
         tracking: (B, 3, T, H, W) in [-1, 1] (:func:`tracking_video_tensor`), T = 1 + 4 k.
+        device: where the VAE runs (default ``vae.device``; give the pipeline's execution device under a CPU
+            offload, whose hook moves the VAE there when it encodes).
 
     Returns:
         (B, F_lat, 2 C, H / 8, W / 8) in the VAE's dtype: video latents ‖ first-frame latent zero-padded in time;
@@ -109,7 +111,7 @@ def encode_condition_latents(vae, tracking: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"tracking must be (B, 3, T, H, W), got {tuple(tracking.shape)}")
     if tracking.min() < -1.0 - 1e-6 or tracking.max() > 1.0 + 1e-6:
         raise ValueError("tracking must lie in [-1, 1] (use tracking_video_tensor)")
-    tracking = tracking.to(device=vae.device, dtype=vae.dtype)
+    tracking = tracking.to(device=device if device is not None else vae.device, dtype=vae.dtype)
     video = _scale_latents(vae, vae.encode(tracking).latent_dist.mode())  # (B, C, F_lat, h, w)
     first = _scale_latents(vae, vae.encode(tracking[:, :, :1]).latent_dist.mode())  # (B, C, 1, h, w)
     padded = torch.cat([first, first.new_zeros(first.shape[:2] + (video.shape[2] - 1,) + first.shape[3:])], 2)

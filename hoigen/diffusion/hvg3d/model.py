@@ -360,8 +360,14 @@ class HVG3DControlNet(nn.Module):
                     f"tracking latents must be (B, {frames}, {hidden.shape[2]}, {height}, {width}) like the "
                     f"transformer input, got {tuple(latents.shape)}"
                 )
-            embedded = transformer.patch_embed(text[: latents.shape[0]], latents)
-            total = embedded[:, text.shape[1] :]
+            # The base's own (frozen) patch embedding; where a CPU offload keeps it off the device until the
+            # transformer's forward, it runs there and the tokens come back.
+            weight = transformer.patch_embed.proj.weight
+            embedded = transformer.patch_embed(
+                text[: latents.shape[0]].to(weight.device, weight.dtype),
+                latents.to(weight.device, weight.dtype),
+            )
+            total = embedded[:, text.shape[1] :].to(hidden.device, hidden.dtype)
         if self.use_points and self.point_tokenizer is not None and condition.points is not None:
             if self._point_cache is None or self._point_cache[0] != (grid, torch.is_grad_enabled()):
                 tokens = self.point_grid_tokens(condition, grid)

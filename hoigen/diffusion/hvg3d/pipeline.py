@@ -124,6 +124,8 @@ class HVG3DVideoBackend:
                 "--no-points together with --no-tracking leaves no 3D condition; drop one of them "
                 "(or run without --hvg3d for CogVideoX-I2V alone)"
             )
+        if dtype == torch.float16:
+            logger.warning("CogVideoX-5B was trained in bf16; fp16 can overflow: prefer --dtype bf16")
         self.cogvideox_dir = resolve_cogvideox_dir(cogvideox_dir)
         self.hvg3d_dir = resolve_hvg3d_dir(hvg3d_dir)
         self.device, self.dtype = str(device), dtype
@@ -264,7 +266,8 @@ class HVG3DVideoBackend:
         condition = ControlCondition()
         if net.use_tracking:
             tracking = tracking_video_tensor(self._tracking_frames(members, num_frames))
-            condition.tracking_latents = encode_condition_latents(self.pipe.vae, tracking.to(self.device))
+            device = self.pipe._execution_device
+            condition.tracking_latents = encode_condition_latents(self.pipe.vae, tracking, device=device)
         if net.use_points:
             for name in ("points.npy", "points_label.npy"):
                 if name not in members:
