@@ -900,6 +900,28 @@ def fixture_hoidiffusion(out_dir, seed, released):
     )
 
 
+@fixture.command("hvg3d")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size", type=(int, int), default=(48, 32), show_default=True, help="video W H (multiples of 16)")
+@click.option("--frames", type=click.IntRange(min=1), default=9, show_default=True, help="video frames (1 + 4 k)")
+@click.option("--blocks", type=click.IntRange(min=1), default=1, show_default=True, help="ControlNet copies K")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def fixture_hvg3d(out_dir, size, frames, blocks, seed):
+    """Tiny RANDOM CogVideoX-I2V (OUT_DIR/cogvideox) and HVG-3D ControlNet (OUT_DIR/hvg3d) folders."""
+    try:
+        from hoigen.diffusion.hvg3d.fixtures import write_tiny_cogvideox, write_tiny_hvg3d
+
+        cogvideox = write_tiny_cogvideox(out_dir / "cogvideox", size[0], size[1], frames, max(2, blocks), seed)
+        hvg3d = write_tiny_hvg3d(out_dir / "hvg3d", cogvideox, num_blocks=blocks, seed=seed)
+    except (ValueError, FileExistsError, ImportError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote a tiny RANDOM CogVideoX-I2V ({size[0]}x{size[1]}, {frames} frames) to {cogvideox} and an HVG-3D "
+        f"ControlNet (K={blocks}) to {hvg3d}: use --cogvideox {cogvideox} --hvg3d {hvg3d} on shards of {frames} "
+        f"frames at --size {size[0]} {size[1]}; its videos are noise"
+    )
+
+
 @main.command()
 @click.option("--no-gl", is_flag=True, help="skip the (slow) GL platform probes")
 @click.option("--source", default=None, help="dexycb:ROOT or ho3d:ROOT: check re-rendered labels")
