@@ -52,7 +52,8 @@ class HandConfig:
     """Which hand model.
 
     Attributes:
-        model: ``builtin`` (hoigen's own hand) or ``mano`` (needs the user's MANO_RIGHT.pkl).
+        model: ``builtin`` (hoigen's own hand, its current version: v2), ``builtin-v1`` / ``builtin-v2`` (that
+            version; v1 reproduces datasets made before v2) or ``mano`` (needs the user's MANO_RIGHT.pkl).
         mano: path to MANO_RIGHT.pkl or its folder; empty = the ``HOIGEN_MANO_DIR`` environment variable.
     """
 
@@ -60,8 +61,10 @@ class HandConfig:
     mano: str = ""
 
     def __post_init__(self):
-        if self.model not in ("builtin", "mano"):
-            raise ValueError(f"hand.model must be 'builtin' or 'mano', got {self.model!r}")
+        if self.model not in ("builtin", "builtin-v1", "builtin-v2", "mano"):
+            raise ValueError(
+                f"hand.model must be 'builtin', 'builtin-v1', 'builtin-v2' or 'mano', got {self.model!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def test_grasp_builtin_writes_reproducible_outputs(tmp_path):
     assert (tmp_path / "a" / "grasps.json").read_bytes() == (tmp_path / "b" / "grasps.json").read_bytes()
 
     data = json.loads((tmp_path / "a" / "grasps.json").read_text())
-    assert data["config"]["seed"] == 3 and data["hand"]["model"] == "hoigen-builtin-v1"
+    assert data["config"]["seed"] == 3 and data["hand"]["model"] == "hoigen-builtin-v2"
     assert [o["category"] for o in data["objects"]] == ["can", "mug"]
     assert len(data["grasps"]) == 2 and not data["skipped"]
     arrays = np.load(tmp_path / "a" / "grasps.npz")

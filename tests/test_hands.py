@@ -69,10 +69,15 @@ def mano_hand(mano_dir):
 
 @pytest.fixture(scope="module")
 def builtin_hand():
-    return BuiltinHand()
+    return BuiltinHand()  # the default built-in hand (v2)
 
 
-@pytest.fixture(params=["builtin", "mano"])
+@pytest.fixture(scope="module")
+def builtin_v1_hand():
+    return BuiltinHand(version=1)
+
+
+@pytest.fixture(params=["builtin", "builtin_v1", "mano"])
 def hand(request):
     return request.getfixturevalue(f"{request.param}_hand")
 
@@ -427,10 +432,15 @@ def test_env_var_loads_mano(mano_dir, monkeypatch):
 def test_load_hand(mano_dir):
     builtin = load_hand("builtin")
     assert isinstance(builtin, BuiltinHand)
-    assert builtin.metadata()["model"] == "hoigen-builtin-v1" and builtin.name == "hoigen-builtin-v1"
-    assert load_hand().name == "hoigen-builtin-v1"
-    with pytest.raises(ValueError, match=r"'left'.*\['builtin', 'mano'\]"):
+    assert builtin.metadata()["model"] == "hoigen-builtin-v2" and builtin.name == "hoigen-builtin-v2"
+    assert load_hand().name == "hoigen-builtin-v2"
+    assert load_hand("builtin-v2").name == "hoigen-builtin-v2"
+    v1 = load_hand("builtin-v1")
+    assert isinstance(v1, BuiltinHand) and v1.metadata()["model"] == "hoigen-builtin-v1"
+    with pytest.raises(ValueError, match=r"'left'.*\['builtin', 'builtin-v1', 'builtin-v2', 'mano'\]"):
         load_hand("left")
+    with pytest.raises(ValueError, match="version 3.*builtin-v1"):
+        BuiltinHand(version=3)
     if HAVE_SMPLX:
         from hoigen.hands.mano import ManoHand
 
@@ -444,8 +454,9 @@ def test_load_hand(mano_dir):
 # --- the built-in hand ----------------------------------------------------------------------------------------
 
 
-def test_builtin_proportions(builtin_hand):
-    data = builtin_hand.data
+@pytest.mark.parametrize("version", [1, 2])
+def test_builtin_proportions(version, builtin_hand, builtin_v1_hand):
+    data = (builtin_v1_hand if version == 1 else builtin_hand).data
     joints = data.J_regressor @ data.v_template
     tips = data.v_template[data.tip_vertex_ids]
     assert 0.16 <= np.linalg.norm(tips[2] - joints[0]) <= 0.21  # wrist -> middle fingertip
@@ -453,9 +464,10 @@ def test_builtin_proportions(builtin_hand):
     np.testing.assert_allclose(joints[0], 0.0, atol=1e-12)
 
 
-def test_builtin_parts_are_closed_and_labelled(builtin_hand):
+def test_builtin_v1_parts_are_closed_and_labelled(builtin_v1_hand):
     import trimesh
 
+    builtin_hand = builtin_v1_hand
     data = builtin_hand.data
     mesh = trimesh.Trimesh(data.v_template, data.faces, process=False)
     parts = mesh.split(only_watertight=False)
@@ -468,7 +480,8 @@ def test_builtin_parts_are_closed_and_labelled(builtin_hand):
         assert labels[vid] == k + 1, FINGERS[k]
 
 
-def test_builtin_shape_space(builtin_hand):
+def test_builtin_v1_shape_space(builtin_v1_hand):
+    builtin_hand = builtin_v1_hand
     data = builtin_hand.data
 
     def rest(betas):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = "hoigen-shards/2"  # 2: object.mesh (mesh store), NOCS-oriented folder objects; built-in hand v2
+SCHEMA_VERSION = "hoigen-shards/3"  # 2: object.mesh (mesh store), NOCS-oriented folder objects; 3: hand v2 default
 SHARD_PATTERN = "hoigen-%06d.tar"
 FIXED_MTIME = 1_700_000_000  # 2023-11-14: any constant makes tars reproducible
 IMAGE_MEMBERS = ("rgb", "depth", "mask", "normal", "nocs", "skeleton", "hoimask", "tracking")

@@ -1,8 +1,8 @@
 """Hands: MANO-parameterised right hands (see :mod:`hoigen.hands.model` for the conventions).
 
-Two models share one interface: hoigen's built-in hand (no licensed data, the default) and MANO through smplx
-(the user's ``MANO_RIGHT.pkl``). Importing this package loads numpy only; torch and smplx are imported when a
-MANO hand is built.
+Two models share one interface: hoigen's built-in hand (no licensed data, the default; version 2
+``hoigen-builtin-v2`` unless ``builtin-v1`` is asked for) and MANO through smplx (the user's ``MANO_RIGHT.pkl``).
+Importing this package loads numpy only; torch and smplx are imported when a MANO hand is built.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hoigen.hands.model import (
     HandParams,
 )
 
-HAND_KINDS = ("builtin", "mano")
+HAND_KINDS = ("builtin", "builtin-v1", "builtin-v2", "mano")
 
 __all__ = [
     "FINGERS",
@@ -40,11 +40,14 @@ def load_hand(kind: str = "builtin", mano: str | Path | None = None) -> HandMode
     """Build a hand model.
 
     Args:
-        kind: ``"builtin"`` (hoigen's own hand) or ``"mano"`` (smplx with the user's ``MANO_RIGHT.pkl``).
+        kind: ``"builtin"`` (hoigen's own hand, the current version: v2), ``"builtin-v1"`` / ``"builtin-v2"`` (a
+            given version) or ``"mano"`` (smplx with the user's ``MANO_RIGHT.pkl``).
         mano: for ``"mano"``: the ``.pkl`` or a directory holding it; None reads ``$HOIGEN_MANO_DIR``.
     """
     if kind == "builtin":
         return BuiltinHand()
+    if kind in ("builtin-v1", "builtin-v2"):
+        return BuiltinHand(version=int(kind[-1]))
     if kind == "mano":
         from hoigen.hands.mano import ManoHand
 

@@ -1,6 +1,10 @@
 """hoigen's built-in right hand: MANO's kinematic tree and parameters with hoigen's own procedural geometry.
 
-It is not MANO and is labelled ``hoigen-builtin-v1`` in metadata. Rest pose (flat hand, zero pose) in a MANO-like
+:class:`BuiltinHand` gives version 2 by default (``hoigen-builtin-v2``, one smooth skin, see
+:mod:`hoigen.hands.builtin_v2`); ``BuiltinHand(version=1)`` gives the first version, kept for reproducing datasets
+made with it and described here.
+
+Version 1 is not MANO and is labelled ``hoigen-builtin-v1`` in metadata. Rest pose (flat hand, zero pose) in a MANO-like
 frame: wrist joint at the origin, fingers along -x, thumb toward +z, palm facing -y. Each finger and the palm is a
 closed tube of elliptical (fingers) or rounded-rectangle (palm) rings; a ring sits exactly on every joint and the
 joint regressor averages it, so joints follow the shape space. Skinning weights blend parent and child bones over
@@ -241,11 +245,43 @@ def _cached_data(points_per_ring: int, ring_spacing: float) -> HandModelData:
     return build_hand_data(points_per_ring, ring_spacing)
 
 
-class BuiltinHand(HandModel):
-    """hoigen's own hand (see module docstring); the default when no MANO model is given."""
+BUILTIN_VERSIONS = (1, 2)
+DEFAULT_BUILTIN_VERSION = 2
 
-    def __init__(self, points_per_ring: int = 20, ring_spacing: float = 0.0035):
-        self.data = _cached_data(points_per_ring, ring_spacing)
+
+class BuiltinHand(HandModel):
+    """hoigen's own hand; the default when no MANO model is given.
+
+    Args:
+        version: 2 (default, ``hoigen-builtin-v2``) or 1 (``hoigen-builtin-v1``, separate tubes).
+        points_per_ring, ring_spacing: version 1's tessellation.
+        forearm: version 2 only: add the forearm stub (for RGB renders).
+    """
+
+    def __init__(
+        self,
+        version: int = DEFAULT_BUILTIN_VERSION,
+        points_per_ring: int = 20,
+        ring_spacing: float = 0.0035,
+        forearm: bool = False,
+    ):
+        if version not in BUILTIN_VERSIONS:
+            raise ValueError(
+                f"unknown built-in hand version {version!r}; choose 1 or 2 (--hand builtin-v1 / builtin-v2)"
+            )
+        if forearm and version != 2:
+            raise ValueError("the forearm stub exists only for the built-in hand version 2")
+        self.version = version
+        self.forearm = bool(forearm)
+        if version == 1:
+            self.data = _cached_data(points_per_ring, ring_spacing)
+        else:
+            from hoigen.hands.builtin_v2 import BuildOptions, _cached
+
+            self.data = _cached(BuildOptions(forearm=self.forearm))
 
     def metadata(self) -> dict:
-        return {"model": self.name, "note": "hoigen's built-in hand, not MANO (no MANO_RIGHT.pkl was given)"}
+        meta = {"model": self.name, "note": "hoigen's built-in hand, not MANO (no MANO_RIGHT.pkl was given)"}
+        if self.forearm:
+            meta["forearm"] = True
+        return meta
