@@ -260,3 +260,17 @@ def test_exports_do_not_use_the_synthesis_recipe():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_rerun_restores_a_deleted_mesh_store(folder_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(folder_run, copy)
+    before = (copy / "shards" / "hoigen-000000.tar").read_bytes()
+    shutil.rmtree(copy / "objects")
+    pinned = json.loads((copy / "run.json").read_text())
+    job = SynthJob(RunConfig.from_dict(pinned["config"]), copy, n=pinned["n"], samples_per_shard=pinned["n"])
+    run_synth(job, workers=1, progress=False)  # the shard whose meshes are gone is made again
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["meshes"] and all((copy / m["name"]).is_file() for m in manifest["meshes"])
+    assert (copy / "shards" / "hoigen-000000.tar").read_bytes() == before  # byte-identical
+    assert len(object_mesh(next(iter(open_sequences(copy)))).faces) > 0

@@ -345,6 +345,10 @@ def _check_pin(job: SynthJob, record: dict) -> None:
             existing = {"unreadable run.json": True}
         if existing == record:
             return
+        if "inputs" not in existing and existing == {k: v for k, v in record.items() if k != "inputs"}:
+            logger.warning("%s was pinned without input checksums (an older hoigen); pinning them now", run_file)
+            write_json_atomic(run_file, record)
+            return
         differences = describe_differences(existing, record)
         finished = _count_finished(job.out)
         if finished:
@@ -391,6 +395,15 @@ def finished_shards(job: SynthJob, shards: range | None = None, full: bool = Tru
         except (OSError, ValueError):
             continue
         if not isinstance(record, dict) or record.get("shard") != shard:
+            continue
+        missing = [m for m in record.get("meshes", ()) if not (job.out / m).is_file()]
+        if missing and full:  # its objects' meshes left the mesh store: remake it, which stores them again
+            logger.warning(
+                "shard %s: %d stored mesh file(s) missing (%s); it will be made again",
+                tar_path.name,
+                len(missing),
+                missing[0],
+            )
             continue
         if record.get("bytes") == size and (not full or record.get("sha256") == file_sha256(tar_path)):
             done[shard] = record
