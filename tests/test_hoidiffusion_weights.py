@@ -107,6 +107,23 @@ def test_conversion_round_trip_is_exact(converted, direct, released):
     assert record["parameters"]["unet"] == sum(p.numel() for p in direct["unet"].parameters())
 
 
+def test_diffusers_single_file_loader_agrees(released, direct):
+    """diffusers' own offline single-file route, given hoigen's config folder, reads the same weights."""
+    from diffusers import MultiAdapter, StableDiffusionAdapterPipeline
+
+    pipe = StableDiffusionAdapterPipeline.from_single_file(
+        str(released / RELEASED_SD_FILE),
+        config=str(released / "hoigen_sd_config"),
+        adapter=MultiAdapter(direct["adapters"]),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=True,
+    )
+    for component in ("unet", "vae", "text_encoder"):
+        assert _state_equal(getattr(pipe, component), direct[component]), component
+
+
 def _generate(parts, conditions):
     from diffusers import MultiAdapter, StableDiffusionAdapterPipeline
 
