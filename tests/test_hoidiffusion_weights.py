@@ -211,6 +211,17 @@ def test_adapter_key_map():
     assert all(released[f"body.{i}.block1.weight"][2:] == (3, 3) for i in range(8))
     assert all(released[f"body.{i}.block2.weight"][2:] == (1, 1) for i in range(8))
     assert {map_adapter_key(k): s for k, s in released.items()} == shapes
+    # the combined file's prefixes; a DDP 'module.' or an extra 'adapter.' (before or after the prefix) is dropped
+    state = {}
+    for i, prefix in enumerate(weights.RELEASED_PREFIXES.values()):
+        wrap = ("module.{p}", "adapter.{p}", "{p}adapter.")[i].format(p=prefix)
+        state.update({wrap + k: torch.zeros(1) for k in released})
+    split, sources = weights.split_released_adapters(state, "model_condition.pth")
+    assert all(set(split[n]) == set(shapes) for n in ADAPTER_NAMES)
+    assert sources["skeleton"]["adapter.conv_in.weight"] == "module.pose_ada.conv_in.weight"
+    assert sources["mask"]["adapter.body.3.resnets.1.block2.bias"] == "mask_ada.adapter.body.7.block2.bias"
+    with pytest.raises(ValueError, match=r"model_condition\.pth: unexpected key 'cond_ada\.conv_in\.weight'"):
+        weights.split_released_adapters({**state, "cond_ada.conv_in.weight": torch.zeros(1)}, "model_condition.pth")
 
 
 def test_real_size_sd14_architecture_on_meta():

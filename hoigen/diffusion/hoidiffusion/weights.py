@@ -193,7 +193,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
     else:
         with open(path, "rb") as fh:
             magic = fh.read(2)
-        if magic not in (b"PK", b"\x80\x02"):  # a torch zip archive, or a legacy pickle (protocol 2)
+        if magic != b"PK" and magic[:1] != b"\x80":  # a torch zip archive, or a legacy pickle
             raise ValueError(
                 f"{path} is not a PyTorch checkpoint (it starts with {magic!r}, neither a zip archive nor a "
                 "pickle; an HTML page saved instead of the download?); download it again"
