@@ -156,6 +156,43 @@ def test_mug_meta_and_labels_agree_with_what_spd_derives(mug_export, mug_run):
         np.testing.assert_allclose(label["poses"][0][:3, 3], label["translations"][0], atol=1e-6)
 
 
+YCB_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ycb"
+
+
+@pytest.mark.ycb
+def test_ycb_mug_export_reads_as_spd_reads_it(tmp_path):
+    """YCB's z-up 025_mug through synth (nocs-camera) and the NOCS export: y-up model, handle toward +x, and the
+    pickles and labels SPD derives."""
+    if not (YCB_DIR / "025_mug").is_dir():
+        pytest.skip(f"YCB 025_mug not found in {YCB_DIR}")
+    objects = tmp_path / "objects"
+    shutil.copytree(YCB_DIR / "025_mug", objects / "025_mug")
+    config = RunConfig().replace(
+        objects={"source": str(objects)},
+        camera={"preset": "nocs-camera"},
+        trajectory={"frames": 1},
+        grasp={"candidates": 4},
+    )
+    run = _run(tmp_path / "run", config, 1)
+    meta = next(iter(open_sequences(run)))["meta"]["object"]
+    assert meta["up"] == [0.0, 1.0, 0.0] and np.asarray(meta["R_canonical_mesh"]).shape == (3, 3)
+    root = tmp_path / "nocs"
+    summary = export_nocs(run, root)
+    assert summary["images"] == 1
+    ((shift, scale),) = _pickle(root / "obj_models" / "mug_meta.pkl").values()
+    model = root / "obj_models" / "train" / MUG_SYNSET / "025_mug" / "model.obj"
+    spd_shift, spd_scale = _spd_mug_meta(_spd_model_points(model))
+    assert abs(shift[0] - spd_shift[0]) * meta["scale"] < 1e-3 and abs(scale / spd_scale - 1) < 0.005
+    assert shift[0] > 0  # body axis on -x: the handle is toward +x
+    points = _spd_model_points(model)
+    assert np.ptp(points[:, 1]) == pytest.approx(meta["size"][1], abs=0.01)  # the mug's height is along y
+    stem = str(root / "CAMERA" / "train" / "00000" / "0000")
+    label = _pickle(Path(f"{stem}_label.pkl"))
+    s, R, t = _spd_label(stem)
+    assert np.linalg.norm(label["translations"][0] - (t - s * R @ shift)) < 1e-3
+    assert abs(label["scales"][0] / (s / scale) - 1) < 0.005
+
+
 def test_val_fraction_splits_whole_sequences(mug_run, tmp_path):
     summary = export_nocs(mug_run, tmp_path / "nocs", val_fraction=0.999)
     assert (
