@@ -221,7 +221,9 @@ def test_adapter_key_map():
     assert sources["skeleton"]["adapter.conv_in.weight"] == "module.pose_ada.conv_in.weight"
     assert sources["mask"]["adapter.body.3.resnets.1.block2.bias"] == "mask_ada.adapter.body.7.block2.bias"
     with pytest.raises(ValueError, match=r"model_condition\.pth: unexpected key 'cond_ada\.conv_in\.weight'"):
-        weights.split_released_adapters({**state, "cond_ada.conv_in.weight": torch.zeros(1)}, "model_condition.pth")
+        weights.split_released_adapters(
+            {**state, "cond_ada.conv_in.weight": torch.zeros(1)}, "model_condition.pth"
+        )
 
 
 def test_real_size_sd14_architecture_on_meta():
