@@ -489,3 +489,16 @@ def test_doctor_checks_the_folder(converted, released, tmp_path, monkeypatch):
     monkeypatch.setenv(weights.ENV_HOIDIFFUSION, str(src))
     (check,) = check_hoidiffusion()
     assert check.ok is False and "pose_ada.conv_in.bias" in check.detail
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_load_components_in_half_precision_on_cuda(converted):
+    """fp16 on the GPU: every model, the three adapters included (cast explicitly), on the device in fp16."""
+    out, _ = converted
+    parts = load_components(resolve_weights(out), device="cuda", dtype=torch.float16)
+    for model in (parts["unet"], parts["vae"], parts["text_encoder"], *parts["adapters"]):
+        assert {(p.device.type, p.dtype) for p in model.parameters()} == {("cuda", torch.float16)}
+    conditions = [torch.rand(1, 3, 64, 64, device="cuda", dtype=torch.float16) for _ in ADAPTER_NAMES]
+    image = _generate(parts, conditions)
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
