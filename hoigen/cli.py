@@ -74,6 +74,12 @@ def _generation_options(command):
         click.option("--no-tracking", is_flag=True, help="video: switch the tracking branch off"),
         click.option("--offload", is_flag=True, help="video: CPU offload of the model parts"),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N]"),
+        click.option(
+            "--cpu-threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="CPU: torch threads per worker (CPU pixels depend on it; fix it for identical images)",
+        ),
         click.option("--dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True),
     ]
     for option in reversed(options):
@@ -116,14 +122,8 @@ def _generate_config(photo, video, kw):
         video_options=video_options,
         device=kw["device"],
         dtype=kw["dtype"],
+        cpu_threads=kw["cpu_threads"],
     )
-
-
-_GENERATION_KEYS = (
-    "hoidiffusion", "sd", "steps", "guidance", "no_anchor", "normals", "midas", "crop", "crop_size", "prompt_style",
-    "background", "batch_frames", "cogvideox", "hvg3d", "video_steps", "video_guidance", "first_frame",
-    "video_frames", "no_points", "no_tracking", "offload", "device", "dtype",
-)
 
 
 @click.group()

@@ -51,8 +51,13 @@ def weights(tmp_path_factory) -> Path:
 
 
 def _config(weights: Path, **photo) -> GenerateConfig:
+    # one CPU thread: the pixels are the same in this process, in CLI subprocesses and in Ray actors
     return GenerateConfig(
-        photo="hoidiffusion", hoidiffusion=str(weights), photo_options={"steps": STEPS, **photo}, device="cpu"
+        photo="hoidiffusion",
+        hoidiffusion=str(weights),
+        photo_options={"steps": STEPS, **photo},
+        device="cpu",
+        cpu_threads=1,
     )
 
 
@@ -203,6 +208,13 @@ def test_bad_inputs_are_clear_errors(dataset, weights, tmp_path, monkeypatch):
         _config(weights, steps=0)
     with pytest.raises(ValueError, match="nothing to generate"):
         GenerateConfig()
+    # a model that does not fit is refused before anything loads, with the numbers and the fix
+    import hoigen.diffusion.common as common
+    from hoigen.diffusion.stage import SampleGenerator
+
+    monkeypatch.setattr(common, "available_memory", lambda device: 1024)
+    with pytest.raises(ValueError, match="GiB on cpu but only .* --batch-frames"):
+        SampleGenerator(_config(weights))
 
 
 def _cli(*args):
@@ -223,6 +235,8 @@ def test_cli_generate_resumes_after_sigkill(dataset, weights, generated, tmp_pat
         STEPS,
         "--device",
         "cpu",
+        "--cpu-threads",
+        1,
     )
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -265,6 +279,8 @@ def test_cli_synth_with_photo(weights, tmp_path):
         STEPS,
         "--device",
         "cpu",
+        "--cpu-threads",
+        1,
     )
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -342,3 +358,17 @@ def test_unet_receives_the_sum_of_the_three_adapters(dataset, weights):
         mean = expect / 3
         assert (got[: len(expect)] - mean).abs().max() > 1e-4
     assert key.startswith("s")
+
+
+def test_ray_executor_gives_the_same_bytes(dataset, weights, generated, tmp_path):
+    ray = pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    try:
+        summary = run_generate(
+            GenerateJob(dataset, out, _config(weights)), executor="ray", workers=2, progress=False
+        )
+    finally:
+        ray.shutdown()
+    assert summary.shards_made == 2
+    for path in sorted((generated / "shards").glob("*.tar")):
+        assert (out / "shards" / path.name).read_bytes() == path.read_bytes()

@@ -88,3 +88,39 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def available_memory(device: str) -> int | None:
+    """Free bytes on ``device`` (CUDA: free device memory; CPU: MemAvailable), None when unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index or 0
+        return int(torch.cuda.mem_get_info(index)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def weight_bytes(root: Path) -> int:
+    """Bytes of the weight files under ``root`` (safetensors / bin / pt), as stored."""
+    total = 0
+    for pattern in ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt"):
+        total += sum(p.stat().st_size for p in Path(root).rglob(pattern) if p.is_file())
+    return total
+
+
+def check_fits(what: str, need_bytes: int, device: str, flag_hint: str) -> None:
+    """Refuse before starting when ``need_bytes`` (an estimate) exceeds the free memory of ``device``."""
+    free = available_memory(device)
+    if free is None or need_bytes <= free:
+        return
+    raise ValueError(
+        f"{what} needs about {need_bytes / 2**30:.1f} GiB on {device} but only {free / 2**30:.1f} GiB are free; "
+        f"{flag_hint}"
+    )

@@ -62,8 +62,11 @@ class GenerateConfig:
     video_options: dict = field(default_factory=dict)
     device: str = "auto"
     dtype: str = "auto"
+    cpu_threads: int | None = None
 
     def __post_init__(self):
+        if self.cpu_threads is not None and (not isinstance(self.cpu_threads, int) or self.cpu_threads < 1):
+            raise ValueError(f"--cpu-threads must be an integer >= 1, got {self.cpu_threads!r}")
         if self.photo not in PHOTO_BACKENDS:
             raise ValueError(f"--photo must be one of {PHOTO_BACKENDS}, got {self.photo!r}")
         if self.video not in VIDEO_BACKENDS:
@@ -90,6 +93,8 @@ class GenerateConfig:
         if self.video != "none":
             out["video_options"] = dict(sorted(self.video_options.items()))
         out["dtype"] = self.dtype
+        if self.cpu_threads is not None:
+            out["cpu_threads"] = self.cpu_threads
         return out
 
 
@@ -136,6 +141,8 @@ class SampleGenerator:
         self.config = config
         self.device = resolve_device(device or config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        # CPU kernels split reductions across threads: the same thread count gives the same pixels
+        self.cpu_threads = config.cpu_threads if self.device == "cpu" else None
         self.photo = None
         self.video = None
         if config.photo == "hoidiffusion":
@@ -143,7 +150,9 @@ class SampleGenerator:
             from hoigen.diffusion.hoidiffusion.weights import resolve_weights
 
             weights = resolve_weights(config.hoidiffusion, config.sd)
-            self.photo = HOIDiffusionPhotoBackend(weights, config.photo_opts(), self.device, self.dtype)
+            opts = config.photo_opts()
+            _check_photo_memory(weights, opts, self.device, self.dtype)
+            self.photo = HOIDiffusionPhotoBackend(weights, opts, self.device, self.dtype)
         if config.video == "hvg3d":
             from hoigen.diffusion.hvg3d.pipeline import HVG3DVideoBackend
 
@@ -165,6 +174,17 @@ class SampleGenerator:
 
     def process(self, samples: list[tuple[str, dict[str, bytes]]], run_seed_of) -> list[tuple[str, dict]]:
         """Generated members added to each sample (input members untouched), meta gains ``generation``."""
+        import torch
+
+        previous = torch.get_num_threads()
+        if self.cpu_threads is not None:
+            torch.set_num_threads(self.cpu_threads)
+        try:
+            return self._process(samples, run_seed_of)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _process(self, samples, run_seed_of):
         from hoigen.diffusion.common import stage_seed
 
         metas = {key: json.loads(members["meta.json"]) for key, members in samples}
@@ -202,6 +222,28 @@ class SampleGenerator:
             meta["generation"] = {**meta.get("generation", {}), **generation[key]}
             out.append((key, {**members, **added[key], "meta.json": dumps_json(meta)}))
         return out
+
+
+def _check_photo_memory(weights, options, device: str, dtype) -> None:
+    """Estimate the photo stage's memory (weights in ``dtype`` + UNet activations of one batch) and refuse early."""
+    import torch
+
+    from hoigen.diffusion.common import check_fits, weight_bytes
+
+    stored = weight_bytes(Path(weights.root))
+    if weights.sd_root is not None and Path(weights.sd_root) != Path(weights.root):
+        stored += weight_bytes(Path(weights.sd_root))
+    item = torch.finfo(dtype).bits // 8
+    params = stored * item // 4  # stored in fp32 or fp16; counted at the compute dtype (upper bound for fp16 files)
+    side = options.crop_size if options.crop else 512
+    # ~12 live fp tensors of 320 channels at latent resolution per image, for frames x 2 (guidance)
+    activations = options.batch_frames * 2 * (side // 8) ** 2 * 320 * item * 12
+    check_fits(
+        "the photo stage",
+        int(params + activations),
+        device,
+        "lower --batch-frames, use --dtype fp16/bf16 on a GPU, or --crop with a smaller --crop-size",
+    )
 
 
 def _photo_batches(requests, batch_frames: int):

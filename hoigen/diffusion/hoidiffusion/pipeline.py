@@ -283,6 +283,7 @@ class HOIDiffusionPhotoBackend:
             "normals": self.options.normals,
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": self.device.split(":")[0],
+            "cpu_threads": torch_threads() if self.device == "cpu" else None,
             "anchor": self.options.anchor,
             "anchor_frame": request.frames[len(request.frames) // 2] if self.options.anchor else None,
             "seed": int(request.seed),
@@ -291,6 +292,12 @@ class HOIDiffusionPhotoBackend:
             "versions": {p: _version(p) for p in ("torch", "diffusers", "transformers")},
         }
         return _jsonable(meta)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _version(name: str) -> str | None:
