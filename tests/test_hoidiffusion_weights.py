@@ -392,8 +392,12 @@ def test_check_weights_counts_and_tampered_headers(converted, tmp_path):
     save_file(state, path)
     with pytest.raises(ValueError, match=r"unet/diffusion_pytorch_model\.safetensors.*'conv_out\.weight'"):
         check_weights(bad)
+    with pytest.raises(
+        ValueError, match=r"unet/diffusion_pytorch_model\.safetensors changed since hoigen_weights"
+    ):
+        resolve_weights(bad)  # the record's sha256 catches any changed file
     with pytest.raises(ValueError, match=r"conv_out\.weight"):
-        load_components(resolve_weights(bad))
+        load_components(weights.HOIDiffusionWeights(root=bad, files={}))  # loading is strict on its own too
 
     shutil.copy(out / "unet" / "diffusion_pytorch_model.safetensors", path)
     adapter = bad / "adapters" / "mask" / "diffusion_pytorch_model.safetensors"

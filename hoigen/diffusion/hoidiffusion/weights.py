@@ -868,7 +868,31 @@ def resolve_weights(
     else:
         for path in _sd_folder_files(sd_path):
             files["sd:" + path.relative_to(sd_path).as_posix()] = file_sha256(path)
+    for folder, prefix in ((hoi, ""), (sd_path, "sd:")):
+        if folder is not None:
+            verify_record(folder, {k[len(prefix) :]: v for k, v in files.items() if k.startswith(prefix)})
     return HOIDiffusionWeights(root=hoi, files=dict(sorted(files.items())), sd=sd_path)
+
+
+def verify_record(folder: Path, files: dict[str, str]) -> None:
+    """Compare the sha256 of the files used with those ``hoigen_weights.json`` recorded when the folder was written.
+
+    files: relative path -> sha256 (of ``folder``). A changed file is a ValueError naming it; a folder without a
+    record (e.g. a diffusers SD folder from elsewhere) is not checked.
+    """
+    record_path = folder / RECORD_FILE
+    if not record_path.is_file():
+        return
+    try:
+        outputs = json.loads(record_path.read_text()).get("outputs") or {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{record_path} is not readable JSON ({exc}); convert the weights again") from exc
+    for rel, sha in files.items():
+        if rel in outputs and outputs[rel] != sha:
+            raise ValueError(
+                f"{folder / rel} changed since {RECORD_FILE} was written (sha256 {sha[:12]}…, recorded "
+                f"{outputs[rel][:12]}…): a corrupted copy or an edited file; convert or copy the weights again"
+            )
 
 
 # --- validation without weights ------------------------------------------------------------------------------
