@@ -209,6 +209,12 @@ def test_an_object_added_to_the_folder_is_refused(config_file, tmp_path):
     assert first.exit_code == 0, first.output
     pinned = json.loads((out / "run.json").read_text())["inputs"]["objects"]
     assert list(pinned) == ["a.ply"] and len(pinned["a.ply"]["sha256"]) == 64
+    older = json.loads((out / "run.json").read_text())
+    del older["inputs"]  # as an older hoigen pinned it: resumable, and pinned now
+    (out / "run.json").write_text(json.dumps(older))
+    resumed = _cli(args)
+    assert resumed.exit_code == 0 and "0 new shards, 1 kept" in resumed.output, resumed.output
+    assert json.loads((out / "run.json").read_text())["inputs"]["objects"] == pinned
     _cylinder(objects / "b.ply", radius=0.03)
     refused = _cli(args)
     assert refused.exit_code != 0
