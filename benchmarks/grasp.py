@@ -1,24 +1,22 @@
-"""Grasp benchmark: throughput, gate pass rate and diversity per category, with same-process baselines.
+"""Grasp benchmark: the ``contact`` sampler against its baseline ``contact-v1`` (same run, same objects, same hand).
 
-    python benchmarks/grasp.py [--n 8] [--ycb ../shared/data/ycb] [--json out.json]
+    python benchmarks/grasp.py [--n 4] [--ycb ../shared/data/ycb] [--physics] [--json out.json]
 
-Per category (built-in NOCS objects, a new random shape per grasp; the YCB samples as they are):
-- accepted grasps per second (wall clock, one core), gate pass rate (passing candidates / candidates evaluated);
-- diversity: spread of approach directions (1 - mean resultant length of the approach normals, 0 = all alike,
-  1 = uniform), mean pairwise angle between the hand orientations (deg), and the normalised entropy of k-means
-  clusters (k = 4) of the 45-D finger poses (REFERENCE.md's diversity measure; 1 = evenly spread);
-- baseline 1 (same process): the sampler with uniform roll (``edge_bias=0``), to show what aiming the fingers at
-  the nearest edge buys;
-- baseline 2: the SDF used for contacts against trimesh's exact signed distance on the same hand vertices
-  (speed ratio and error).
-
-GrabNet section (``--grabnet-n``, default 32 proposals per batch size, 0 skips it; needs torch and smplx): on one
-built-in can, with the synthetic MANO-shaped hand, proposals per second of ``GrabNetSampler.generate`` (CoarseNet
-sampling + 3 RefineNet iterations with the MANO layer, ungated) at batch sizes 1 and 32, next to contact-grasp
-candidates per second (candidates evaluated / seconds) of ``ContactGraspSampler`` with the same hand, same process.
-The networks are randomly initialised in GrabNet's released layout with a seeded random 4096-point BPS basis in a
-0.15 m ball, unless ``--grabnet DIR`` (or $HOIGEN_GRABNET_DIR) gives the real files. Random weights do not pass the
-quality gate, so this measures throughput only. ``--grabnet-only`` runs just this section.
+Per category (built-in NOCS objects, a new random shape per grasp; the YCB samples as they are), for both samplers:
+- accepted grasps per second (wall clock, one core; objects' fields built inside the timing, as in a run), gate
+  pass rate (passing candidates / candidates evaluated), failures (objects left without a grasp: coverage);
+- quality of the accepted grasps, all measured afterwards with the same code for both (``grasp_metrics`` with the
+  link-level terms, exact distances): fingers in contact, the share of contacting fingers that touch with a middle
+  or distal link ("segment contacts"), the largest finger-finger overlap and how many grasps exceed 2 mm, the
+  force-closure epsilon (friction 0.7), penetration, and the grasp types (``contact`` only);
+- with ``--physics``: the MuJoCo hold test (``hoigen.grasping.physics``; static hand, gravity along +-x, +-y, +-z
+  for 1 s each, collision shells within 0.5 mm of the surfaces) of every accepted grasp: held % (>= 4 of 6
+  directions) and the median displacement per direction, plus the two controls (no hand, boxed in) per category;
+- diversity (approach spread, orientation spread, pose entropy, as before);
+- the SDF lever: the ``contact`` sampler once more with its distances interpolated from the dense grid
+  (``sdf_grid=True``) instead of exact queries within the band, and the grid's error against trimesh's exact
+  signed distance on posed hand vertices.
+The GrabNet section (``--grabnet-n``) is unchanged.
 """
 
 from __future__ import annotations
@@ -36,7 +34,14 @@ import numpy as np
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.transform import Rotation
 
-from hoigen.grasping import ContactGraspSampler, GraspConfig, GraspError, SurfaceSDF
+from hoigen.grasping import (
+    ContactGraspSampler,
+    ContactV1Sampler,
+    GraspConfig,
+    GraspError,
+    GridSDF,
+    SurfaceSDF,
+)
 from hoigen.hands import BuiltinHand
 from hoigen.objects import BuiltinSource, FolderSource
 
@@ -62,32 +67,115 @@ def diversity(grasps) -> dict:
 
 
 def run_category(objects, hand, config: GraspConfig, seed: int) -> dict:
-    grasps, evaluated, passed, failed = [], 0, 0, 0
+    grasps, evaluated, passed, failed, reasons = [], 0, 0, 0, []
+    make = ContactV1Sampler if config.method == "contact-v1" else ContactGraspSampler
     start = time.perf_counter()
     for k, obj in enumerate(objects):
-        sampler = ContactGraspSampler(obj, hand, config)
+        sampler = make(obj, hand, config)
         try:
             g = sampler.sample(np.random.default_rng([seed, k]))
         except GraspError as exc:
             evaluated += exc.candidates
             failed += 1
+            reasons.append(str(exc)[:160])
             continue
-        grasps.append(g)
+        grasps.append((g, obj))
         evaluated += g.attempts
         passed += g.passed
     elapsed = time.perf_counter() - start
-    pen = [g.metrics["max_penetration_mm"] for g in grasps]
-    fingers = [g.metrics["num_fingers_in_contact"] for g in grasps]
     return {
         "grasps": len(grasps),
         "failed": failed,
+        "failure_reasons": reasons,
         "seconds": elapsed,
         "grasps_per_s": len(grasps) / elapsed,
         "gate_pass_rate": passed / max(evaluated, 1),
-        "mean_fingers": float(np.mean(fingers)) if fingers else 0.0,
-        "max_penetration_mm": float(np.max(pen)) if pen else 0.0,
-        **diversity(grasps),
+        **diversity([g for g, _ in grasps]),
         "_grasps": grasps,
+    }
+
+
+def quality(grasps, hand, friction: float) -> dict:
+    """The same link-level metrics for every sampler's grasps, with exact distances."""
+    from hoigen.grasping.metrics import HandLinks, grasp_metrics
+    from hoigen.grasping.sdf import MeshSDF
+
+    rows, types = [], {}
+    for g, obj in grasps:
+        out = hand.forward(g.params)
+        from hoigen.hands.lbs import shaped_rest
+
+        rest_v, rest_j = shaped_rest(hand.data, g.params.betas[0])
+        links = HandLinks.from_rest(hand.data.weights, rest_v, rest_j, hand.data.tip_vertex_ids)
+        mesh = obj.mesh
+        centre = mesh.center_mass if mesh.is_watertight else mesh.bounds.mean(axis=0)
+        m = grasp_metrics(
+            out.vertices[0],
+            hand.faces,
+            hand.part_labels,
+            MeshSDF(mesh),
+            0.003,
+            links=links,
+            joints16=out.joints_mano[0],
+            centre=centre,
+            scale=float(np.linalg.norm(mesh.vertices - centre, axis=1).max()),
+            friction=friction,
+        )
+        rows.append(m)
+        t = g.metrics.get("grasp_type", "-")
+        types[t] = types.get(t, 0) + 1
+    if not rows:
+        return {"types": types}
+    contacting = sum(len(m["finger_links_in_contact"]) for m in rows)
+    outer = sum(
+        sum(1 for hit in m["finger_links_in_contact"].values() if "middle" in hit or "distal" in hit)
+        for m in rows
+    )
+    overlap = [m["finger_overlap_mm"] for m in rows]
+    return {
+        "mean_fingers": float(np.mean([m["num_fingers_in_contact"] for m in rows])),
+        "segment_contacts": outer / max(contacting, 1),
+        "max_overlap_mm": float(np.max(overlap)),
+        "overlap_over_2mm": int(sum(o > 2.0 for o in overlap)),
+        "force_closure_mean": float(np.mean([m["force_closure"] for m in rows])),
+        "force_closure_share": float(np.mean([m["force_closure"] > 0 for m in rows])),
+        "max_penetration_mm": float(np.max([m["max_penetration_mm"] for m in rows])),
+        "palm_contact_share": float(np.mean([m["palm_contact"] for m in rows])),
+        "types": types,
+    }
+
+
+def physics(grasps, hand, friction: float) -> dict:
+    from hoigen.grasping.physics import DIRECTION_NAMES, HoldTest
+
+    tests, results = {}, []
+    for g, obj in grasps:
+        if obj.id not in tests:
+            tests[obj.id] = HoldTest(obj.mesh, friction=friction)
+        results.append(tests[obj.id].run(hand, g.params))
+    if not results:
+        return {}
+    disp = {
+        name: float(np.median([r["directions"][k]["displacement_mm"] for r in results]))
+        for k, name in enumerate(DIRECTION_NAMES)
+    }
+    return {
+        "held_share": float(np.mean([r["held"] for r in results])),
+        "held_directions_mean": float(np.mean([r["held_directions"] for r in results])),
+        "median_displacement_mm": disp,
+        "max_shape_deviation_mm": float(max(r["deviation_mm"] for r in results)),
+        "tested": len(results),
+    }
+
+
+def controls(obj, friction: float) -> dict:
+    from hoigen.grasping.physics import HoldTest
+
+    test = HoldTest(obj.mesh, friction=friction)
+    free, boxed = test.control_free_fall(), test.control_boxed()
+    return {
+        "no_hand_held_directions": free["held_directions"],
+        "boxed_held_directions": boxed["held_directions"],
     }
 
 
@@ -95,20 +183,28 @@ def sdf_baseline(obj, hand, grasp) -> dict:
     import trimesh
 
     verts = hand.forward(grasp.params).vertices[0]
-    sdf = SurfaceSDF(obj.mesh)
+    surface, grid = SurfaceSDF(obj.mesh), GridSDF(obj.mesh)
     t0 = time.perf_counter()
-    ours = sdf(verts)
+    kd = surface(verts)
     t1 = time.perf_counter()
-    exact = -trimesh.proximity.signed_distance(obj.mesh, verts)  # trimesh: positive inside
+    ours = grid(verts)
     t2 = time.perf_counter()
-    near = np.abs(exact) < 0.01
+    again = grid(verts)
+    t3 = time.perf_counter()
+    exact = -trimesh.proximity.signed_distance(obj.mesh, verts)  # trimesh: positive inside
+    t4 = time.perf_counter()
+    near = np.abs(exact) < grid.band
+    del again
     return {
         "vertices": len(verts),
-        "hoigen_ms": (t1 - t0) * 1e3,
-        "trimesh_exact_ms": (t2 - t1) * 1e3,
-        "speedup": (t2 - t1) / (t1 - t0),
-        "median_error_mm_within_1cm": float(np.median(np.abs(ours - exact)[near]) * 1e3),
-        "p99_error_mm_within_1cm": float(np.percentile(np.abs(ours - exact)[near], 99) * 1e3),
+        "kdtree_ms": (t1 - t0) * 1e3,
+        "grid_first_ms": (t2 - t1) * 1e3,
+        "grid_filled_ms": (t3 - t2) * 1e3,
+        "trimesh_exact_ms": (t4 - t3) * 1e3,
+        "grid_median_error_mm_in_band": float(np.median(np.abs(ours - exact)[near]) * 1e3),
+        "grid_p99_error_mm_in_band": float(np.percentile(np.abs(ours - exact)[near], 99) * 1e3),
+        "grid_max_error_mm_in_band": float(np.max(np.abs(ours - exact)[near]) * 1e3),
+        "kdtree_p99_error_mm_in_band": float(np.percentile(np.abs(kd - exact)[near], 99) * 1e3),
     }
 
 
@@ -221,13 +317,18 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=8, help="grasps per category")
+    parser.add_argument("--n", type=int, default=4, help="grasps per category")
     parser.add_argument(
         "--ycb", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "ycb"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--grabnet-n", type=int, default=32, help="GrabNet proposals per batch size")
+    parser.add_argument("--physics", action="store_true", help="MuJoCo hold test of every accepted grasp")
+    parser.add_argument("--categories", default=None, help="comma-separated subset of the categories")
+    parser.add_argument("--no-grid", action="store_true", help="skip the SDF-grid lever run")
+    parser.add_argument(
+        "--grabnet-n", type=int, default=0, help="GrabNet proposals per batch size (0 = skip)"
+    )
     parser.add_argument("--grabnet", default=None, help="GrabNet folder, else random")
     parser.add_argument("--grabnet-only", action="store_true", help="run only the GrabNet section")
     args = parser.parse_args()
@@ -252,51 +353,72 @@ def main():
         for k in range(len(folder)):
             obj = folder.load(k)
             sets[obj.id] = [obj] * args.n
+    if args.categories:
+        keep = args.categories.split(",")
+        sets = {k: v for k, v in sets.items() if k in keep}
 
-    rows, results = [], {}
+    new_cfg = GraspConfig()
+    friction = new_cfg.friction
+    methods = {"contact": new_cfg, "contact-v1": GraspConfig(method="contact-v1")}
+    if not args.no_grid:
+        methods["contact (grid)"] = GraspConfig(sdf_grid=True)
+    results, totals = {}, {m: {"grasps": 0, "seconds": 0.0, "held": 0, "tested": 0} for m in methods}
     for name, objects in sets.items():
-        ours = run_category(objects, hand, GraspConfig(), args.seed)
-        base = run_category(objects, hand, GraspConfig(edge_bias=0.0), args.seed)
-        ratio = ours["grasps_per_s"] / max(base["grasps_per_s"], 1e-9)
-        results[name] = {
-            "hoigen": {k: v for k, v in ours.items() if not k.startswith("_")},
-            "baseline_uniform_roll": {k: v for k, v in base.items() if not k.startswith("_")},
-            "speedup_vs_uniform_roll": ratio,
-        }
-        rows.append(
-            f"| {name} | {ours['grasps_per_s']:.2f} | {ours['gate_pass_rate']:.0%} | {ours['failed']} | "
-            f"{ours['mean_fingers']:.1f} | {ours['max_penetration_mm']:.1f} | {ours['approach_spread']:.2f} | "
-            f"{ours['orientation_spread_deg']:.0f} | {ours['pose_entropy']:.2f} | "
-            f"{base['grasps_per_s']:.2f} ({base['gate_pass_rate']:.0%}) | {ratio:.2f}x |"
-        )
-        print(rows[-1], flush=True)
-
-    probe = sets["can"][0]
-    g = run_category([probe], hand, GraspConfig(), args.seed)["_grasps"][0]
-    results["sdf_vs_trimesh_exact"] = sdf_baseline(probe, hand, g)
+        results[name] = {}
+        for method, cfg in methods.items():
+            r = run_category(objects, hand, cfg, args.seed)
+            grasps = r.pop("_grasps")
+            r["quality"] = quality(grasps, hand, friction)
+            if args.physics and method != "contact (grid)":
+                r["physics"] = physics(grasps, hand, friction)
+                totals[method]["held"] += round(r["physics"].get("held_share", 0) * len(grasps))
+                totals[method]["tested"] += len(grasps)
+            totals[method]["grasps"] += r["grasps"]
+            totals[method]["seconds"] += r["seconds"]
+            results[name][method] = r
+            q = r["quality"]
+            held = f"{r['physics']['held_share']:.0%}" if r.get("physics") else "-"
+            print(
+                f"| {name} | {method} | {r['grasps_per_s']:.3f} | {r['gate_pass_rate']:.0%} | {r['failed']} | "
+                f"{held} | {q.get('max_overlap_mm', 0):.1f} ({q.get('overlap_over_2mm', 0)}) | "
+                f"{q.get('segment_contacts', 0):.0%} | {q.get('force_closure_share', 0):.0%} | "
+                f"{q.get('mean_fingers', 0):.1f} | {q.get('max_penetration_mm', 0):.1f} | "
+                f"{' '.join(f'{k}:{v}' for k, v in sorted(q['types'].items()))} |",
+                flush=True,
+            )
+        if args.physics:
+            results[name]["controls"] = controls(objects[0], friction)
+            print(f"  controls on {objects[0].id}: {results[name]['controls']}", flush=True)
 
     print()
-    print(f"n = {args.n} grasps per category, built-in hand, one core")
+    print(f"n = {args.n} grasps per category, {hand.name} hand, one core")
+    print()
+    print("| method | grasps | seconds | grasps/s | speed-up vs contact-v1 | held (>= 4/6) |")
+    print("|---|---|---|---|---|---|")
+    base = totals["contact-v1"]["grasps"] / max(totals["contact-v1"]["seconds"], 1e-9)
+    for method, t in totals.items():
+        rate = t["grasps"] / max(t["seconds"], 1e-9)
+        held = f"{t['held'] / t['tested']:.0%} of {t['tested']}" if t["tested"] else "-"
+        print(f"| {method} | {t['grasps']} | {t['seconds']:.1f} | {rate:.3f} | {rate / base:.2f}x | {held} |")
+    results["totals"] = totals
+
+    probe = sets.get("can", next(iter(sets.values())))[0]
+    g = ContactGraspSampler(probe, hand, new_cfg).sample(np.random.default_rng([args.seed, 0]))
+    results["sdf_vs_trimesh_exact"] = s = sdf_baseline(probe, hand, g)
     print()
     print(
-        "| category | grasps/s | gate pass | failed | fingers | max pen. mm | approach spread | orient. spread ° "
-        "| pose entropy | baseline grasps/s (pass) | speed-up |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    s = results["sdf_vs_trimesh_exact"]
-    print()
-    print(
-        f"SDF on {s['vertices']} hand vertices: hoigen {s['hoigen_ms']:.1f} ms, trimesh exact "
-        f"{s['trimesh_exact_ms']:.1f} ms ({s['speedup']:.0f}x faster); error within 1 cm of the surface: median "
-        f"{s['median_error_mm_within_1cm']:.3f} mm, p99 {s['p99_error_mm_within_1cm']:.3f} mm"
+        f"SDF on {s['vertices']} posed hand vertices ({probe.id}): KD-tree samples {s['kdtree_ms']:.0f} ms, grid "
+        f"{s['grid_first_ms']:.0f} ms first (filling) / {s['grid_filled_ms']:.0f} ms filled, trimesh exact "
+        f"{s['trimesh_exact_ms']:.0f} ms; grid error within its band: median {s['grid_median_error_mm_in_band']:.3f}"
+        f" mm, p99 {s['grid_p99_error_mm_in_band']:.3f} mm, max {s['grid_max_error_mm_in_band']:.3f} mm (KD-tree "
+        f"p99 {s['kdtree_p99_error_mm_in_band']:.3f} mm)"
     )
     if args.grabnet_n > 0:
         results["grabnet"] = grabnet_section(args.grabnet_n, args.seed, args.grabnet)
         if results["grabnet"] is not None:
             print_grabnet(results["grabnet"])
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from hoigen.grasping.contact import (
     sample_contact_grasp,
     score,
 )
-from hoigen.grasping.metrics import grasp_metrics
-from hoigen.grasping.sdf import SurfaceSDF
+from hoigen.grasping.contact_v1 import ContactV1Sampler
+from hoigen.grasping.metrics import force_closure_epsilon, grasp_metrics
+from hoigen.grasping.sdf import GridSDF, MeshSDF, SurfaceSDF
 from hoigen.grasping.trajectory import (
     Trajectory,
     TrajectoryConfig,
@@ -23,6 +24,9 @@ from hoigen.grasping.trajectory import (
 
 __all__ = [
     "ContactGraspSampler",
+    "ContactV1Sampler",
+    "GridSDF",
+    "MeshSDF",
     "Grasp",
     "GraspConfig",
     "GraspError",
@@ -30,6 +34,7 @@ __all__ = [
     "Trajectory",
     "TrajectoryConfig",
     "approach_times",
+    "force_closure_epsilon",
     "grasp_metrics",
     "make_trajectory",
     "sample_contact_grasp",

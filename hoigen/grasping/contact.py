@@ -1,4 +1,11 @@
-"""The ``contact`` grasp: a physically plausible grasp from geometry alone (no learned weights).
+"""The ``contact`` grasp: a physically plausible grasp from geometry alone (no learned weights), plus the config,
+gate and result types shared by every grasp sampler.
+
+The sampler (:class:`ContactGraspSampler`) picks a grasp type from the object's local geometry and closes the
+fingers along a flexion synergy; the earlier joint-by-joint recipe below lives on as ``contact-v1``
+(``hoigen.grasping.contact_v1``).
+
+``contact-v1`` recipe:
 
 Recipe, for either hand model: pick an approach point on the object surface (area-uniform), turn the palm to face
 it with a random roll, pre-shape the hand (thumb opposed, fingers slightly spread), slide the hand along the surface
@@ -15,9 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hoigen.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rotation_about
-from hoigen.grasping.metrics import grasp_metrics
-from hoigen.grasping.sdf import SurfaceSDF
+from hoigen.geometry.rotations import matrix_to_axis_angle, rotation_about
 from hoigen.hands.lbs import shaped_rest, skin
 from hoigen.hands.model import (
     FINGER_JOINTS,
@@ -32,6 +37,7 @@ from hoigen.hands.model import (
 logger = logging.getLogger(__name__)
 
 # Closing range of each joint of a finger chain (radians), proximal to distal.
+GRASP_METHODS = ("contact", "contact-v1", "grabnet")
 _FINGER_LIMITS = (1.6, 1.9, 1.4)
 _THUMB_LIMITS = (0.9, 1.1, 1.4)
 
@@ -49,8 +55,10 @@ class GraspConfig:
     """Contact-grasp sampler and quality gate.
 
     Attributes:
-        method: grasp method: ``contact`` (geometry only) or ``grabnet`` (GrabNet's released networks; needs the MANO
-            hand and the weights, see ``hoigen.grasping.grabnet``).
+        method: grasp method: ``contact`` (geometry only: grasp types from local geometry, synergy closing, see
+            :class:`ContactGraspSampler`), ``contact-v1`` (the earlier joint-by-joint sampler, kept as a baseline,
+            see ``hoigen.grasping.contact_v1``) or ``grabnet`` (GrabNet's released networks; needs the MANO hand and
+            the weights, see ``hoigen.grasping.grabnet``).
         candidates: candidates tried per attempt.
         max_attempts: attempts (batches of candidates) before giving up on an object.
         contact_threshold_mm: a part within this distance of the surface is in contact.
@@ -66,6 +74,21 @@ class GraspConfig:
         sdf_spacing_mm: surface sampling of the object's distance field.
         grabnet: for ``grabnet``: the folder holding GrabNet's coarsenet.pt, refinenet.pt and bps.npz (searched
             recursively); empty = the ``HOIGEN_GRABNET_DIR`` environment variable.
+        max_finger_overlap_mm: gate (``contact``): deepest finger-finger interpenetration
+            (``metrics.finger_overlap_mm``).
+        min_force_closure: gate (``contact``): force-closure epsilon (``metrics.force_closure_epsilon``), > 0 means
+            force closure.
+        friction: friction coefficient of skin on the object, for the force-closure metric and the physics check
+            (0.7; 0.5 leaves a thin plate pinched at its rim short of force closure).
+        grid_spacing_mm: node spacing of the object's dense SDF grid (``contact``; ``sdf.GridSDF``).
+        sdf_grid: ``contact``: interpolate closing/sliding distances from the grid's filled bricks (True) or ask
+            the exact field for every query within the band (False; the grid's brick bounds still skip the rest).
+        press_mm: ``contact``: a closing finger link stops once it presses this deep into the surface (skin
+            compliance: a finger pad gives a few mm), so the grasp squeezes; the palm stops at first touch.
+        flat_grasps: allow a flat hand on a face of a thin flat part (``contact``; off = such approaches are
+            rejected and the part is taken by its rim).
+        gate_physics: also gate on the physics hold test (``hoigen.grasping.physics``; needs ``hoigen[physics]``;
+            costs about 0.5-2 s per tested candidate).
     """
 
     method: str = "contact"
@@ -83,14 +106,31 @@ class GraspConfig:
     edge_bias: float = 0.7
     sdf_spacing_mm: float = 0.5
     grabnet: str = ""
+    max_finger_overlap_mm: float = 2.0
+    min_force_closure: float = 0.01
+    friction: float = 0.7
+    grid_spacing_mm: float = 1.0
+    sdf_grid: bool = False
+    press_mm: float = 0.2
+    flat_grasps: bool = False
+    gate_physics: bool = False
 
     def __post_init__(self):
-        if self.method not in ("contact", "grabnet"):
-            raise ValueError(f"grasp method must be 'contact' or 'grabnet', got {self.method!r}")
+        if self.method not in GRASP_METHODS:
+            raise ValueError(
+                f"grasp method must be 'contact', 'contact-v1' or 'grabnet', got {self.method!r}"
+            )
         for name in ("candidates", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"grasp {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("contact_threshold_mm", "max_penetration_mm", "sdf_spacing_mm"):
+        for name in (
+            "contact_threshold_mm",
+            "max_penetration_mm",
+            "sdf_spacing_mm",
+            "max_finger_overlap_mm",
+            "friction",
+            "grid_spacing_mm",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"grasp {name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.min_fingers_in_contact <= 5:
@@ -107,6 +147,9 @@ class GraspConfig:
             and metrics["num_fingers_in_contact"] >= self.min_fingers_in_contact
             and (metrics["thumb_contact"] or not self.require_thumb)
             and (metrics["thumb_opposition"] >= self.min_thumb_opposition or not self.require_thumb)
+            and metrics.get("finger_overlap_mm", 0.0) <= self.max_finger_overlap_mm
+            and metrics.get("force_closure", np.inf) >= self.min_force_closure
+            and metrics.get("physics_held", True)
         )
 
 
@@ -179,13 +222,15 @@ class GateSelection:
             f"best candidate: {m['num_fingers_in_contact']} fingers in contact, thumb "
             f"{'yes' if m['thumb_contact'] else 'no'}, thumb opposition {m['thumb_opposition']:.2f}, "
             f"penetration {m['max_penetration_mm']:.1f} mm"
+            + (f", finger overlap {m['finger_overlap_mm']:.1f} mm" if "finger_overlap_mm" in m else "")
+            + (f", force closure {m['force_closure']:.3f}" if "force_closure" in m else "")
         )
 
 
 def back_off_penetration(
     params: HandParams,
     vertices_of,
-    sdf: SurfaceSDF,
+    sdf,
     labels: np.ndarray,
     steps: int = 4,
     tolerance: float = 0.001,
@@ -199,13 +244,13 @@ def back_off_penetration(
         labels: (V,) part labels (0 palm, 1..5 thumb..pinky).
     """
     for _ in range(steps):
-        d, nearest = sdf.query(vertices_of(params))
+        d, _, normals = sdf.closest(vertices_of(params))
         worst = int(np.argmin(d))
         if d[worst] >= -tolerance:
             break
         part = int(labels[worst])
         if part == 0:
-            push = sdf.normals[nearest[worst]] * (-d[worst] + 0.0003)
+            push = normals[worst] * (-d[worst] + 0.0003)
             params = HandParams(params.global_orient, params.hand_pose, params.transl + push, params.betas)
             continue
         pose = params.hand_pose.copy()
@@ -298,143 +343,423 @@ def _set_joint(hand_pose: np.ndarray, joint: int, rotation: np.ndarray) -> np.nd
     return out
 
 
-class ContactGraspSampler:
-    """Samples contact grasps of one object with one hand (reusable across calls)."""
+# -- the ``contact`` sampler: grasp types, synergy closing, vectorised ----------------------------------------------
 
-    def __init__(self, obj, hand: HandModel, config: GraspConfig, sdf: SurfaceSDF | None = None):
+# Synergy: flexion (radians) of the proximal, middle and distal joint at full closure; a finger closes along
+# ``s * FLEXION`` so the distal joints follow the proximal one (DIP ~ 2/3 PIP, as in human hands).
+FINGER_SYNERGY = (1.45, 1.75, 1.15)
+THUMB_SYNERGY = (0.55, 0.85, 1.1)
+GRASP_TYPES = ("power", "precision", "lateral")
+# pre-shape closure, thumb opposition range (rad) per grasp type
+_PRESHAPE = {"power": (0.08, None), "precision": (0.35, (0.9, 1.25)), "lateral": (0.2, (0.7, 1.1))}
+_STEPS = 32  # closing steps over the full synergy range (tip moves ~4 mm a step)
+_BISECT = 5
+_PER_LINK = 40  # probe vertices per link while closing
+_SWEEP_BAND = 0.0015  # closing and sliding need exact distances only this close (touch at 0.5 mm)
+
+
+def classify_approach(
+    thickness: np.ndarray,
+    exit_min: np.ndarray,
+    object_diagonal: float,
+    flat_grasps: bool = False,
+    exit_line: np.ndarray | None = None,
+) -> np.ndarray:
+    """Grasp type of each approach point from local geometry (``""`` = rejected).
+
+    Args:
+        thickness: (M,) metres through the object along ``-normal`` from the point (0.2 = did not exit).
+        exit_min: (M,) metres, the shortest distance (over 12 directions in the tangent plane, 4 mm below the
+            surface or halfway through a thinner part) at which the object ends -- small on an edge or rim of a thin part, ~1.5 cm around a can.
+        object_diagonal: bounding-box diagonal, metres.
+        exit_line: (M,) metres, over the 6 lines through the point in the tangent plane, the smallest distance at
+            which the object has ended both ways (small around a curved wall, large on a flat plate even near its
+            rim); default ``exit_min``.
+
+    Rules, in order: ``lateral`` where the part is thin across the tangent plane (``exit_min`` <= 6 mm: a plate's
+    rim, a lid's edge, a spoon's handle; thumb and fingers pinch across it); rejected on a face of a thin flat part
+    (``thickness`` < 15 mm with ``exit_line`` > 2 cm: a flat hand on a face, unless ``flat_grasps``); ``precision``
+    on small objects (diagonal < 10 cm: fingertips); ``power`` where the hand can encircle (``thickness`` <= 9 cm,
+    or an edge within 3 cm to curl around: cylinders, handles, boxes' sides); otherwise rejected (too large to
+    wrap here).
+    """
+    out = np.full(len(thickness), "", dtype=object)
+    exit_line = exit_min if exit_line is None else exit_line
+    lateral = exit_min <= 0.006
+    flat = (thickness < 0.015) & (exit_line > 0.02) & (not flat_grasps)
+    small = object_diagonal < 0.10
+    power = (thickness <= 0.09) | (exit_min <= 0.03)
+    out[~lateral & ~flat & power] = "precision" if small else "power"
+    out[~lateral & ~flat & ~power & small] = "precision"
+    out[lateral] = "lateral"
+    return out
+
+
+class _SynergyKinematics(_HandKinematics):
+    """Adds what the vectorised sampler needs: probe vertices grouped by link, rest positions, fan-out signs."""
+
+    def __init__(self, hand: HandModel, betas: np.ndarray):
+        super().__init__(hand, betas)
+        from hoigen.grasping.metrics import HandLinks
+
+        data = self.data
+        self.dominant = np.argmax(data.weights, axis=1)
+        self.links = HandLinks.from_rest(
+            data.weights, self.rest_vertices, self.rest_j[0], data.tip_vertex_ids
+        )
+        groups, bounds = [], [0]
+        for finger in FINGERS:
+            for j in FINGER_JOINTS[finger]:
+                ids = np.flatnonzero(self.dominant == j)
+                ids = ids[:: max(1, len(ids) // _PER_LINK)]
+                groups.append(ids)
+                bounds.append(bounds[-1] + len(ids))
+        self.finger_probe = np.concatenate(groups)
+        self.group_start = np.array(bounds[:-1])  # 15 groups: finger-major, link-minor
+        stride = max(1, data.num_vertices // 1200)
+        probe = np.arange(0, data.num_vertices, stride)
+        thumb = np.isin(self.dominant, FINGER_JOINTS["thumb"])
+        self.hand_probe = probe[~thumb[probe]]  # sliding in: the thumb comes into opposition afterwards
+        self.thumb_probe = self.finger_probe[: self.group_start[3]]
+        self.joint_of_group = np.array([j for f in FINGERS for j in FINGER_JOINTS[f]])
+        self.flexion = np.array([THUMB_SYNERGY if f == "thumb" else FINGER_SYNERGY for f in FINGERS])
+        # abduction sign that fans each finger away from the middle finger (0 for the middle finger)
+        tips = self.rest_vertices[data.tip_vertex_ids]
+        self.fan = np.zeros(5)
+        for k, finger in enumerate(FINGERS):
+            if finger in ("thumb", "middle"):
+                continue
+            j = FINGER_JOINTS[finger][0]
+            base = self.rest_j[0, j]
+            moved = rotation_about(self.palm_normal, 0.1) @ (tips[k] - base) + base
+            self.fan[k] = 1.0 if np.linalg.norm(moved - tips[2]) > np.linalg.norm(tips[k] - tips[2]) else -1.0
+
+    def vertices_of(self, params: HandParams) -> np.ndarray:
+        """(V, 3) posed vertices (full skinning) of one set of parameters."""
+        return self.pose(params).vertices[0]
+
+    def probe_positions(self, rotations: np.ndarray, transl: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Rigidly skinned (dominant joint only) positions (B, P, 3) of vertices ``ids`` for local joint rotations
+        (B, 16, 3, 3) and ``transl`` (B, 3)."""
+        from hoigen.hands.lbs import joint_transforms
+
+        b = rotations.shape[0]
+        world = joint_transforms(
+            self.data.parents, rotations, np.broadcast_to(self.rest_j, (b, NUM_JOINTS, 3))
+        )
+        rot = world[:, :, :3, :3]
+        offset = world[:, :, :3, 3] - np.einsum("bjcd,jd->bjc", rot, self.rest_j[0])
+        dom = self.dominant[ids]
+        v = self.rest_vertices[ids]
+        return np.einsum("bpcd,pd->bpc", rot[:, dom], v) + offset[:, dom] + transl[:, None]
+
+
+class ContactGraspSampler:
+    """Samples ``contact`` grasps of one object with one hand (reusable across calls; works with any
+    :class:`HandModel`: it uses only the MANO-structured model data).
+
+    Recipe, per attempt of ``candidates`` candidates, all closed in one vectorised pass:
+
+    1. approach points: area-uniform surface samples (not from below with ``exclude_below``), each probed for its
+       local geometry (thickness through the object, distance to the nearest edge in the tangent plane) and given a
+       grasp type by :func:`classify_approach` -- points that admit none are rejected early;
+    2. hand frame: palm facing the surface; the roll points the fingers across the thin direction (``lateral``) or,
+       with probability ``edge_bias``, toward the nearest edge (they wrap around a can or over a rim), else uniform;
+    3. pre-shape by type (closure ``s0`` of the synergy, thumb opposition, fingers fanned out), slide in along the
+       normal until the first touch (conservative advancement);
+    4. synergy closing: each finger (and the thumb) closes along ``s * FINGER_SYNERGY`` (distal joints follow the
+       proximal one) until a link presses ``press_mm`` into the surface (``_STEPS`` steps, then bisection); if the
+       touching link is not the
+       distal one, the joints up to it stop and the distal ones continue along the synergy -- the finger wraps;
+    5. small penetration back-off, metrics (penetration, contacts per link, finger overlap, force closure), gate.
+
+    Distances come from a dense narrow-band SDF grid (:class:`GridSDF`, exact node values, trilinear lookup),
+    cached with the sampler. Everything is in the object's canonical frame.
+    """
+
+    def __init__(self, obj, hand: HandModel, config: GraspConfig, sdf=None):
+        from hoigen.grasping.sdf import GridSDF, stratified_surface_samples
+
         self.obj = obj
         self.hand = hand
         self.config = config
-        self.sdf = sdf if sdf is not None else SurfaceSDF(obj.mesh, spacing=config.sdf_spacing_mm / 1000.0)
-        self._touch = 0.0005  # a link "touches" within this distance (metres)
-        self._settle = 0.0003  # advancing stops within this distance above the touch distance
-        self._kin_cache: dict[bytes, _HandKinematics] = {}
+        if sdf is None:
+            sdf = GridSDF(obj.mesh, spacing=config.grid_spacing_mm / 1000.0, fill=config.sdf_grid)
+        self.sdf = sdf
+        self.approach_points, self.approach_normals, _ = stratified_surface_samples(obj.mesh, 0.003, 60_000)
+        self._touch = 0.0005
+        self._settle = 0.0003
+        self._press = config.press_mm / 1000.0
+        self._kin_cache: dict[bytes, _SynergyKinematics] = {}
+        mesh = obj.mesh
+        self.centre = np.asarray(mesh.center_mass if mesh.is_watertight else mesh.bounds.mean(axis=0), float)
+        self.scale = float(np.linalg.norm(mesh.vertices - self.centre, axis=1).max())
+        self.diagonal = float(np.linalg.norm(mesh.extents))
+        self.rejected: dict[str, int] = {}
+        self._physics = None
 
-    def _kinematics(self, betas: np.ndarray) -> _HandKinematics:
+    def _kinematics(self, betas: np.ndarray) -> _SynergyKinematics:
         key = betas.tobytes()
         if key not in self._kin_cache:
-            self._kin_cache = {key: _HandKinematics(self.hand, betas)}
+            self._kin_cache = {key: _SynergyKinematics(self.hand, betas)}
         return self._kin_cache[key]
 
-    # -- one candidate --------------------------------------------------------------------------------------
-    def _candidate(self, kin: _HandKinematics, rng: np.random.Generator) -> tuple[HandParams, dict] | None:
-        cfg = self.config
-        for _ in range(20):
-            i = rng.integers(len(self.sdf.points))
-            normal = self.sdf.normals[i]
-            if not cfg.exclude_below or normal @ self.obj.up > -0.5:
-                break
-        point = self.sdf.points[i]
-        roll = self._roll(kin, point, normal, rng)
-        rotation = _hand_rotation(kin, normal, roll)
-
-        # pre-shape: thumb opposition, finger abduction about the palm normal
-        opp = float(rng.uniform(*cfg.thumb_opposition_rad))
-        hand_pose = _set_joint(np.zeros(45), 13, rotation_about(kin.opposition_axis, opp))
-        for finger in ("index", "middle", "ring", "pinky"):
-            spread = rng.uniform(-cfg.finger_spread_rad, cfg.finger_spread_rad)
-            hand_pose = _set_joint(
-                hand_pose, FINGER_JOINTS[finger][0], rotation_about(kin.palm_normal, spread)
-            )
-
-        # slide in along -normal until the first touch (conservative advancement: a translation by the current
-        # clearance cannot pass through the surface)
-        start = _rigid_params(kin, rotation, point + normal * 0.06, hand_pose)
-        verts = kin.pose(start, kin.probe_ids).vertices[0]
-        travelled = 0.0
-        for _ in range(40):
-            clearance = float(self.sdf(verts - normal * travelled).min()) - self._touch
-            if travelled == 0.0 and clearance <= 0.0:
-                return None  # touching before moving: the approach is blocked
-            if clearance <= self._settle:
-                break
-            travelled += clearance
-            if travelled > 0.12:
-                return None  # slid past the object without touching it
-        params = HandParams(start.global_orient, hand_pose, start.transl - normal * travelled, kin.betas)
-
-        for finger in ("index", "middle", "ring", "pinky", "thumb"):
-            params = self._close_finger(kin, params, finger)
-        params = self._resolve_penetration(kin, params)
-        approach = {"point": point.tolist(), "normal": normal.tolist(), "roll": roll, "thumb_opposition": opp}
-        return params, approach
-
-    def _roll(
-        self, kin: _HandKinematics, point: np.ndarray, normal: np.ndarray, rng: np.random.Generator
-    ) -> float:
-        """Roll about the approach axis. With probability ``edge_bias`` the fingers point toward the direction in
-        which the surface ends soonest (probed just beneath it: around a cylinder, over a rim or a laptop edge),
-        where they can wrap; otherwise uniform."""
-        if rng.uniform() >= self.config.edge_bias:
-            return float(rng.uniform(0.0, 2.0 * np.pi))
-        fingers0 = _hand_rotation(kin, normal, 0.0) @ kin.forward
-        a = fingers0 - (fingers0 @ normal) * normal
-        a /= np.linalg.norm(a)
-        b = np.cross(-normal, a)  # rotating a by +90° about -normal
+    # -- 1. approach points and grasp types ------------------------------------------------------------------
+    def _local_geometry(self, points: np.ndarray, normals: np.ndarray):
+        """Thickness (M,), exit distances (M, 12) and their directions (M, 12, 3) at ``points`` (M, 3)."""
+        m = len(points)
+        helper = np.where(
+            np.abs(normals[:, :1]) < 0.9, np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]])
+        )
+        a = np.cross(normals, helper)
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b = np.cross(normals, a)
         angles = 2.0 * np.pi * np.arange(12) / 12
-        dirs = np.cos(angles)[:, None] * a + np.sin(angles)[:, None] * b
-        steps = np.linspace(0.01, 0.12, 12)
-        probes = point - 0.004 * normal + dirs[:, None, :] * steps[None, :, None]
-        outside = self.sdf(probes) > 0.0  # (12 directions, 12 steps)
-        exit_at = np.where(outside.any(axis=1), steps[np.argmax(outside, axis=1)], 0.2)
-        weights = np.exp(-exit_at / 0.02)
-        k = rng.choice(len(angles), p=weights / weights.sum())
-        return float(angles[k] + rng.uniform(-np.pi / 12, np.pi / 12))
+        dirs = np.cos(angles)[None, :, None] * a[:, None] + np.sin(angles)[None, :, None] * b[:, None]
+        depth = np.array(
+            [0.002, 0.003, 0.005, 0.008, 0.011, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.09, 0.12]
+        )
+        line = points[:, None] - normals[:, None] * depth[None, :, None]
+        out = ~self.sdf.inside(line)
+        thickness = np.where(out.any(axis=1), depth[np.argmax(out, axis=1)], 0.2)
+        # probe the tangent plane 4 mm below the surface, or halfway through a thinner part
+        below = np.minimum(
+            0.004, 0.5 * np.where(out.any(axis=1), depth[np.maximum(np.argmax(out, axis=1) - 1, 0)], 1.0)
+        )
+        below = np.maximum(below, 0.001)
+        steps = np.array([0.002, 0.004, 0.006, 0.009, 0.013, 0.018, 0.025, 0.035, 0.05, 0.07, 0.1, 0.13])
+        probes = (points - below[:, None] * normals)[:, None, None] + dirs[:, :, None] * steps[
+            None, None, :, None
+        ]
+        outside = ~self.sdf.inside(probes)  # (M, 12, 12)
+        exit_at = np.where(outside.any(axis=2), steps[np.argmax(outside, axis=2)], 0.2)
+        return thickness, exit_at.reshape(m, 12), dirs
 
-    def _close_finger(self, kin: _HandKinematics, params: HandParams, finger: str) -> HandParams:
-        """Turn each joint of ``finger`` about its flexion axis until its link touches (conservative advancement:
-        no vertex moves farther than its distance from the joint times the angle step)."""
-        limits = _THUMB_LIMITS if finger == "thumb" else _FINGER_LIMITS
-        for k, joint in enumerate(FINGER_JOINTS[finger]):
-            ids = kin.moved[joint]
-            sl = slice((joint - 1) * 3, joint * 3)
-            base_rot = axis_angle_to_matrix(params.hand_pose[0, sl])
-            angle, step, touched_link = 0.0, 0.0, None
-            for _ in range(40):
-                trial = HandParams(
-                    params.global_orient,
-                    _set_joint(params.hand_pose, joint, rotation_about(kin.axes[joint], angle) @ base_rot),
-                    params.transl,
-                    params.betas,
-                )
-                out = kin.pose(trial, ids)
-                d = self.sdf(out.vertices[0])
-                arg = int(np.argmin(d))
-                clearance = float(d[arg]) - self._touch
-                if clearance <= self._settle:
-                    touched_link = bool(kin.link[joint][arg])
-                    if clearance < -self._settle and angle > 0.0:
-                        angle = max(angle - 0.5 * step, 0.0)  # overshoot (skin blending): step back once
-                    break
-                if angle >= limits[k]:
-                    break
-                centre = out.joint_transforms[0, joint, :3, 3]
-                axis_w = out.joint_transforms[0, joint, :3, :3] @ kin.axes[joint]
-                rel = out.vertices[0] - centre
-                radius = float(np.linalg.norm(rel - np.outer(rel @ axis_w, axis_w), axis=1).max())
-                step = max(clearance / max(radius, 1e-3), 0.002)
-                angle = min(angle + step, limits[k])
-            if angle > 0.0:
-                params = HandParams(
-                    params.global_orient,
-                    _set_joint(params.hand_pose, joint, rotation_about(kin.axes[joint], angle) @ base_rot),
-                    params.transl,
-                    params.betas,
-                )
-            if touched_link is not None and not touched_link:
-                break  # a more distal link touched: the finger is closed
-            if touched_link is not None and angle == 0.0:
-                break  # resting on the surface already
-        return params
+    def _approaches(self, kin: _SynergyKinematics, rng: np.random.Generator, count: int) -> list[dict]:
+        cfg = self.config
+        draw = rng.integers(len(self.approach_points), size=6 * count)
+        pts, nrm = self.approach_points[draw], self.approach_normals[draw]
+        keep = np.ones(len(draw), dtype=bool)
+        if cfg.exclude_below:
+            keep &= nrm @ self.obj.up > -0.5
+        thickness, exit_at, dirs = self._local_geometry(pts, nrm)
+        line = np.maximum(exit_at[:, :6], exit_at[:, 6:]).min(axis=1)
+        types = classify_approach(thickness, exit_at.min(axis=1), self.diagonal, cfg.flat_grasps, line)
+        out = []
+        for i in range(len(draw)):
+            if not keep[i]:
+                self.rejected["below"] = self.rejected.get("below", 0) + 1
+                continue
+            if types[i] == "":
+                reason = "flat face of a thin part" if thickness[i] < 0.015 else "too large to wrap"
+                self.rejected[reason] = self.rejected.get(reason, 0) + 1
+                continue
+            kind = types[i]
+            if kind == "lateral":
+                k = int(np.argmin(exit_at[i]))
+                direction = dirs[i, k] * (1.0 if rng.uniform() < 0.5 else -1.0)
+            elif rng.uniform() < cfg.edge_bias:
+                w = np.exp(-exit_at[i] / 0.02)
+                direction = dirs[i, rng.choice(12, p=w / w.sum())]
+            else:
+                ang = rng.uniform(0.0, 2.0 * np.pi)
+                direction = np.cos(ang) * dirs[i, 0] + np.sin(ang) * dirs[i, 3]
+            jitter = rng.uniform(-np.pi / 12, np.pi / 12) if kind != "lateral" else rng.uniform(-0.1, 0.1)
+            fingers0 = _hand_rotation(kin, nrm[i], 0.0) @ kin.forward
+            roll = float(np.arctan2(np.cross(fingers0, direction) @ -nrm[i], fingers0 @ direction) + jitter)
+            out.append(
+                {
+                    "point": pts[i],
+                    "normal": nrm[i],
+                    "roll": roll,
+                    "type": kind,
+                    "thickness_mm": float(thickness[i] * 1000.0),
+                    "edge_mm": float(exit_at[i].min() * 1000.0),
+                }
+            )
+            if len(out) == count:
+                break
+        return out
 
-    def _resolve_penetration(self, kin: _HandKinematics, params: HandParams) -> HandParams:
-        return back_off_penetration(params, lambda p: kin.pose(p).vertices[0], self.sdf, kin.labels)
+    # -- 2-4. pose, slide, close -----------------------------------------------------------------------------
+    def _local_rotations(self, kin, rglob: np.ndarray, base: np.ndarray, angles: np.ndarray) -> np.ndarray:
+        """(B, 16, 3, 3) local joint rotations from global rotations (B, 3, 3), pre-shape rotations (B, 16, 3, 3)
+        and flexion angles (B, 5, 3)."""
+        rot = base.copy()
+        rot[:, 0] = rglob
+        for f in range(5):
+            for k, j in enumerate(FINGER_JOINTS[FINGERS[f]]):
+                rot[:, j] = rotation_about(kin.axes[j], angles[:, f, k]) @ base[:, j]
+        return rot
+
+    def _group_min(self, kin, d: np.ndarray) -> np.ndarray:
+        """(B, 15) smallest distance per finger link from (B, P) probe distances."""
+        return np.minimum.reduceat(d, kin.group_start, axis=1)
+
+    def _sweep(self, kin, rglob, base, transl, lo, hi, active):
+        """Close every active (candidate, finger) from ``lo`` to ``hi`` (C, 5, 3) angles until a link presses
+        ``press_mm`` into the surface.
+
+        Returns the final angles (C, 5, 3) and the touching link (C, 5) (-1 = none, the finger reached ``hi``)."""
+        c = len(rglob)
+        t = np.linspace(0.0, 1.0, _STEPS + 1)
+        ang = lo[:, None] + t[None, :, None, None] * (hi - lo)[:, None]  # (C, K, 5, 3)
+        bsz = c * (_STEPS + 1)
+        rep = lambda x: np.repeat(x, _STEPS + 1, axis=0)  # noqa: E731
+        rot = self._local_rotations(kin, rep(rglob), rep(base), ang.reshape(bsz, 5, 3))
+        d = self.sdf(kin.probe_positions(rot, rep(transl), kin.finger_probe), _SWEEP_BAND)
+        moving = np.abs(hi - lo) > 1e-9  # (C, 5, 3): links whose joint turns (frozen ones already touch)
+        gmin = self._group_min(kin, d).reshape(c, _STEPS + 1, 5, 3)
+        gmin = np.where(moving[:, None], gmin, np.inf)
+        touched = gmin.min(axis=3) <= -self._press  # (C, K, 5)
+        first = np.where(touched.any(axis=1), np.argmax(touched, axis=1), -1)  # (C, 5)
+        first[~active] = -1
+        t_lo = np.where(first > 0, t[np.maximum(first - 1, 0)], 0.0)
+        t_hi = np.where(first >= 0, t[np.maximum(first, 0)], 1.0)
+        refine = first > 0
+        for _ in range(_BISECT):
+            if not refine.any():
+                break
+            mid = 0.5 * (t_lo + t_hi)
+            tm = np.where(refine, mid, t_hi)
+            a = lo + tm[..., None] * (hi - lo)
+            rot = self._local_rotations(kin, rglob, base, a)
+            g = self._group_min(
+                kin, self.sdf(kin.probe_positions(rot, transl, kin.finger_probe), _SWEEP_BAND)
+            )
+            hit = np.where(moving, g.reshape(c, 5, 3), np.inf).min(axis=2) <= -self._press
+            t_hi = np.where(refine & hit, mid, t_hi)
+            t_lo = np.where(refine & ~hit, mid, t_lo)
+        t_fin = np.where(active, t_hi, 0.0)
+        final = lo + t_fin[..., None] * (hi - lo)
+        rot = self._local_rotations(kin, rglob, base, final)
+        g = self._group_min(kin, self.sdf(kin.probe_positions(rot, transl, kin.finger_probe), _SWEEP_BAND))
+        g = np.where(moving, g.reshape(c, 5, 3), np.inf)
+        link = np.where(first >= 0, np.argmin(np.where(g <= -self._press, np.arange(3), 9), axis=2), -1)
+        return final, np.where(active, link, -1)
+
+    def _close(self, kin, rglob, base, transl, s0):
+        """Synergy closing with distal continuation; returns flexion angles (C, 5, 3)."""
+        c = len(rglob)
+        full = np.broadcast_to(kin.flexion, (c, 5, 3))
+        lo = s0[:, :, None] * full
+        active = np.ones((c, 5), dtype=bool)
+        angles, link = self._sweep(kin, rglob, base, transl, lo, full, active)
+        for _ in range(2):  # the joints up to the touching link stop, the distal ones go on
+            more = (link >= 0) & (link < 2)
+            if not more.any():
+                break
+            frozen = np.arange(3)[None, None, :] <= link[..., None]
+            hi = np.where(frozen, angles, np.maximum(full, angles))
+            new, new_link = self._sweep(kin, rglob, base, transl, angles, hi, more)
+            angles = np.where(more[..., None], new, angles)
+            link = np.where(more, np.where(new_link >= 0, np.maximum(new_link, link + 1), 2), 2)
+        return angles
+
+    def _candidates(self, kin, approaches: list[dict], rng: np.random.Generator):
+        cfg = self.config
+        c = len(approaches)
+        rglob = np.stack([_hand_rotation(kin, a["normal"], a["roll"]) for a in approaches])
+        base = np.broadcast_to(np.eye(3), (c, NUM_JOINTS, 3, 3)).copy()
+        s0 = np.zeros((c, 5))
+        for i, a in enumerate(approaches):
+            pre, opp_range = _PRESHAPE[a["type"]]
+            opp = float(rng.uniform(*(opp_range or cfg.thumb_opposition_rad)))
+            a["thumb_opposition"] = opp
+            base[i, 13] = rotation_about(kin.opposition_axis, opp)
+            for k, finger in enumerate(FINGERS[1:], start=1):
+                spread = kin.fan[k] * rng.uniform(0.0, cfg.finger_spread_rad)
+                base[i, FINGER_JOINTS[finger][0]] = rotation_about(kin.palm_normal, spread)
+            s0[i] = pre
+        # slide in along -normal from 8 cm out (rigid, pre-shaped)
+        pre_angles = s0[:, :, None] * kin.flexion[None]
+        rot = self._local_rotations(kin, rglob, base, pre_angles)
+        normal = np.stack([a["normal"] for a in approaches])
+        point = np.stack([a["point"] for a in approaches])
+        palm = np.einsum("bij,j->bi", rglob, kin.palm_point - kin.wrist) + kin.wrist
+        transl = point + normal * 0.08 - palm
+        verts = kin.probe_positions(rot, transl, kin.hand_probe)
+        travelled = np.zeros(c)
+        ok = np.ones(c, dtype=bool)
+        moving = np.ones(c, dtype=bool)
+        for it in range(40):
+            if not moving.any():
+                break
+            ids = np.flatnonzero(moving)
+            clearance = self.sdf(verts[ids] - (normal[ids] * travelled[ids, None])[:, None], _SWEEP_BAND).min(
+                axis=1
+            )
+            clearance -= self._touch
+            if it == 0:
+                blocked = clearance <= 0.0
+                ok[ids[blocked]] = False
+                moving[ids[blocked]] = False
+            done = clearance <= self._settle
+            moving[ids[done]] = False
+            step = np.where(done, 0.0, clearance)
+            travelled[ids] += step
+            gone = travelled > 0.2
+            ok &= ~gone
+            moving &= ~gone
+        ok &= ~moving
+        transl = transl - normal * travelled[:, None]
+        # thumb into opposition: the largest fraction of the sampled opposition that leaves it clear of the object
+        opp = np.array([a["thumb_opposition"] for a in approaches])
+        fractions = np.linspace(1.0, 0.0, 9)
+        trial = np.repeat(base, len(fractions), axis=0)
+        trial[:, 13] = rotation_about(kin.opposition_axis, (opp[:, None] * fractions[None]).reshape(-1))
+        rep = lambda x: np.repeat(x, len(fractions), axis=0)  # noqa: E731
+        rot = self._local_rotations(kin, rep(rglob), trial, rep(pre_angles))
+        clear = self.sdf(kin.probe_positions(rot, rep(transl), kin.thumb_probe), _SWEEP_BAND).min(axis=1)
+        clear = clear.reshape(c, len(fractions)) > self._touch
+        ok &= clear.any(axis=1)
+        best = fractions[np.argmax(clear, axis=1)]
+        for i, a in enumerate(approaches):
+            a["thumb_opposition"] = float(opp[i] * best[i])
+            base[i, 13] = rotation_about(kin.opposition_axis, a["thumb_opposition"])
+        sel = np.flatnonzero(ok)
+        if len(sel) == 0:
+            return []
+        angles = self._close(kin, rglob[sel], base[sel], transl[sel], s0[sel])
+        rot = self._local_rotations(kin, rglob[sel], base[sel], angles)
+        out = []
+        for n, i in enumerate(sel):
+            pose = matrix_to_axis_angle(rot[n, 1:]).reshape(1, 45)
+            params = HandParams(matrix_to_axis_angle(rglob[i]), pose, transl[i], kin.betas)
+            out.append((params, approaches[i]))
+        return out
+
+    def _evaluate(self, kin, params: HandParams) -> dict:
+        from hoigen.grasping.metrics import grasp_metrics as metrics_of
+
+        out = kin.pose(params)
+        m = metrics_of(
+            out.vertices[0],
+            kin.data.faces,
+            kin.labels,
+            self.sdf,
+            self.config.contact_threshold_mm / 1000.0,
+            links=kin.links,
+            joints16=out.joints_mano[0],
+            centre=self.centre,
+            scale=self.scale,
+            friction=self.config.friction,
+        )
+        m["score"] = score_v2(m)
+        return m
+
+    def physics(self):
+        """The hold test of this object (built on first use; see ``hoigen.grasping.physics``)."""
+        if self._physics is None:
+            from hoigen.grasping.physics import HoldTest
+
+            self._physics = HoldTest(self.obj.mesh, friction=self.config.friction)
+        return self._physics
 
     # -- public ---------------------------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator) -> Grasp:
         """The best gate-passing grasp, or :class:`GraspError` after ``max_attempts`` batches."""
         cfg = self.config
-        threshold = cfg.contact_threshold_mm / 1000.0
         gate = GateSelection(cfg)
         for _attempt in range(cfg.max_attempts):
             betas = np.zeros(NUM_BETAS)
@@ -442,22 +767,44 @@ class ContactGraspSampler:
                 betas = np.clip(rng.normal(0.0, cfg.betas_std, NUM_BETAS), -2.5, 2.5)
             kin = self._kinematics(betas)
             gate.new_attempt()
-            for _ in range(cfg.candidates):
-                gate.tried += 1
-                found = self._candidate(kin, rng)
-                if found is None:
+            approaches = self._approaches(kin, rng, cfg.candidates)
+            gate.tried += cfg.candidates
+            passing = []
+            for params, approach in self._candidates(kin, approaches, rng):
+                params = back_off_penetration(params, kin.vertices_of, self.sdf, kin.labels)
+                metrics = self._evaluate(kin, params)
+                metrics["grasp_type"] = approach["type"]
+                info = {
+                    "point": approach["point"].tolist(),
+                    "normal": approach["normal"].tolist(),
+                    "roll": approach["roll"],
+                    "thumb_opposition": approach["thumb_opposition"],
+                    "type": approach["type"],
+                    "thickness_mm": approach["thickness_mm"],
+                    "edge_mm": approach["edge_mm"],
+                }
+                if cfg.gate_physics and cfg.passes(metrics):
+                    passing.append((params, metrics, info))
                     continue
-                params, approach = found
-                verts = kin.pose(params).vertices[0]
-                metrics = grasp_metrics(verts, kin.data.faces, kin.labels, self.sdf, threshold)
-                metrics["score"] = score(metrics)
-                gate.offer(params, metrics, approach)
+                gate.offer(params, metrics, info)
+            if passing:  # physics only for the gate's survivors, best first, until one holds
+                passing.sort(key=lambda x: -x[1]["score"])
+                for params, metrics, info in passing:
+                    held = self.physics().run(self.hand, params)
+                    metrics["physics_held_directions"] = held["held_directions"]
+                    metrics["physics_held"] = held["held"]
+                    gate.offer(params, metrics, info)
+                    if held["held"]:
+                        break
             if gate.best is not None:
                 params, metrics, approach = gate.best
                 return Grasp(
                     params, metrics, "contact", self.hand.name, self.obj.id, approach, gate.tried, gate.passed
                 )
-        detail = gate.failure_detail() or "no candidate touched the object"
+        detail = gate.failure_detail()
+        if detail is None:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none touched"
+            detail = f"no approach point admits a grasp ({reasons})"
         raise GraspError(
             gate.tried,
             f"no grasp of {self.obj.id} passed the quality gate after {gate.tried} candidates ({detail}); "
@@ -465,6 +812,20 @@ class ContactGraspSampler:
         )
 
 
+def score_v2(metrics: dict) -> float:
+    """:func:`score` plus force closure, contacts with middle/distal links; finger overlap costs."""
+    return (
+        score(metrics)
+        + 10.0 * min(metrics.get("force_closure", 0.0), 0.2)
+        + 0.5 * metrics.get("segment_contact_fraction", 0.0)
+        - 0.5 * metrics.get("finger_overlap_mm", 0.0)
+    )
+
+
 def sample_contact_grasp(obj, hand: HandModel, config: GraspConfig, rng: np.random.Generator) -> Grasp:
-    """One contact grasp of ``obj`` (an ObjectAsset) with ``hand``; see :class:`ContactGraspSampler`."""
+    """One grasp of ``obj`` (an ObjectAsset) with ``hand`` by ``config.method`` (``contact`` or ``contact-v1``)."""
+    if config.method == "contact-v1":
+        from hoigen.grasping.contact_v1 import ContactV1Sampler
+
+        return ContactV1Sampler(obj, hand, config).sample(rng)
     return ContactGraspSampler(obj, hand, config).sample(rng)

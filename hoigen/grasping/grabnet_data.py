@@ -250,7 +250,7 @@ def check_grabnet_hand(hand) -> None:
 
 
 def grasp_sampler_factory(config, hand) -> Callable:
-    """A function ``obj -> sampler`` for ``config.method`` (``contact`` or ``grabnet``); samplers have
+    """A function ``obj -> sampler`` for ``config.method`` (``contact``, ``contact-v1`` or ``grabnet``); samplers have
     ``.sample(rng) -> Grasp``.
 
     For ``grabnet`` the hand is checked and the weights (``config.grabnet`` or ``$HOIGEN_GRABNET_DIR``) are loaded
@@ -266,6 +266,10 @@ def grasp_sampler_factory(config, hand) -> Callable:
 
         model = GrabNet.load(config.grabnet or None)
         return lambda obj: GrabNetSampler(obj, hand, config, model)
+    if config.method == "contact-v1":
+        from hoigen.grasping.contact_v1 import ContactV1Sampler
+
+        return lambda obj: ContactV1Sampler(obj, hand, config)
     from hoigen.grasping.contact import ContactGraspSampler
 
     return lambda obj: ContactGraspSampler(obj, hand, config)

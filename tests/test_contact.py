@@ -1,0 +1,224 @@
+"""The ``contact`` sampler's parts: force closure on hand-made contacts, finger overlap, grasp types from local
+geometry (cylinder, thin plate, small sphere), the SDF grid against trimesh's exact distance, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from hoigen.grasping import ContactGraspSampler, GraspConfig, GridSDF, MeshSDF, force_closure_epsilon
+from hoigen.grasping.contact import classify_approach
+from hoigen.grasping.metrics import HandLinks, finger_overlap_mm
+from hoigen.hands import BuiltinHand
+from hoigen.hands.model import FINGER_JOINTS, FINGERS, HandParams
+from hoigen.objects import BuiltinSource, make_asset
+
+MM = 1e-3
+PAD = np.array([[0.0, 0.0, 0.0], [0.0, 0.004, 0.0], [0.0, -0.002, 0.0035]])  # a finger pad's contact patch
+
+
+@pytest.fixture(scope="module")
+def hand():
+    return BuiltinHand()
+
+
+def _asset(mesh, name):
+    return make_asset(
+        mesh, object_id=name, source="t", category=name, class_id=0, symmetry=None, up=(0, 1, 0)
+    )
+
+
+# -- force closure --------------------------------------------------------------------------------------------
+def test_antipodal_pinch_on_a_box_is_force_closure():
+    points = np.concatenate([PAD + [0.02, 0, 0], PAD + [-0.02, 0, 0]])
+    normals = np.repeat([[1.0, 0, 0], [-1.0, 0, 0]], 3, axis=0)  # outward normals of the two faces
+    eps = force_closure_epsilon(points, normals, np.zeros(3), 0.05, friction=0.5)
+    assert eps > 0.01
+    # more friction, a firmer grasp
+    assert force_closure_epsilon(points, normals, np.zeros(3), 0.05, friction=1.0) > eps
+
+
+def test_two_fingers_on_one_face_are_not_force_closure():
+    points = np.concatenate([PAD + [0.02, 0, 0], PAD + [0.02, 0, 0.02]])
+    normals = np.repeat([[1.0, 0, 0]], 6, axis=0)
+    assert force_closure_epsilon(points, normals, np.zeros(3), 0.05) == 0.0
+
+
+def test_two_point_contacts_cannot_resist_torsion():
+    # hard point contacts on one axis leave the twist about that axis free: not force closure
+    points = np.array([[0.02, 0, 0], [-0.02, 0, 0]])
+    normals = np.array([[1.0, 0, 0], [-1.0, 0, 0]])
+    assert force_closure_epsilon(points, normals, np.zeros(3), 0.05) == 0.0
+
+
+def test_face_centre_contacts_on_a_box_need_friction_against_twist():
+    # a box held at its 6 faces' centres resists a twist only through friction: epsilon grows from ~0 with it
+    normals = np.array([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+    points = normals * 0.02
+    assert force_closure_epsilon(points, normals, np.zeros(3), 0.05, friction=1e-6) < 1e-5
+    assert force_closure_epsilon(points, normals, np.zeros(3), 0.05, friction=0.5) > 0.05
+
+
+# -- finger overlap -------------------------------------------------------------------------------------------
+def _links(hand):
+    data = hand.data
+    rest = data.v_template
+    return HandLinks.from_rest(data.weights, rest, hand.rest_joints(), data.tip_vertex_ids)
+
+
+def exact_overlap_mm(hand, vertices: np.ndarray, links: HandLinks) -> float:
+    """Independent check with trimesh: the deepest outer vertex of one finger inside the convex hull of another
+    finger's link (a link is a near-convex tube: its hull bounds the solid from outside)."""
+    dominant = links.dominant
+    finger_of = {j: k for k, f in enumerate(FINGERS) for j in FINGER_JOINTS[f]}
+    depth = 0.0
+    for j, k in finger_of.items():
+        hull = trimesh.convex.convex_hull(vertices[dominant == j])
+        others = np.flatnonzero(links.outer & np.isin(dominant, [i for i, m in finger_of.items() if m != k]))
+        lo, hi = hull.bounds
+        others = others[
+            np.all((vertices[others] > lo) & (vertices[others] < hi), axis=1)
+        ]  # the rest is outside
+        if len(others) == 0:
+            continue
+        d = trimesh.proximity.signed_distance(hull, vertices[others])  # positive inside
+        depth = max(depth, float(d.max()))
+    return depth * 1000.0
+
+
+def test_finger_overlap_is_zero_at_rest_and_seen_when_fingers_cross(hand):
+    links = _links(hand)
+    rest = hand.forward(HandParams.zeros())
+    assert finger_overlap_mm(rest.vertices[0], rest.joints_mano[0], links) < 0.5
+    # abduct the index 0.35 rad toward the middle finger: the tubes interpenetrate
+    pose = np.zeros(45)
+    pose[0:3] = [0.0, 0.35, 0.0]
+    crossed = None
+    for sign in (1.0, -1.0):
+        out = hand.forward(HandParams(np.zeros(3), pose * sign, np.zeros(3), np.zeros(10)))
+        ov = finger_overlap_mm(out.vertices[0], out.joints_mano[0], links)
+        if crossed is None or ov > crossed[0]:
+            crossed = (ov, out)
+    ov, out = crossed
+    assert ov > 2.0
+    exact = exact_overlap_mm(hand, out.vertices[0], links)
+    assert exact > 1.0 and abs(ov - exact) < 2.5  # capsules vs the links' hulls
+
+
+# -- grasp types ----------------------------------------------------------------------------------------------
+def test_classify_rules():
+    t = np.array([0.06, 0.004, 0.2, 0.2, 0.03])
+    e = np.array([0.015, 0.05, 0.003, 0.12, 0.012])
+    assert list(classify_approach(t, e, 0.2)) == ["power", "", "lateral", "", "power"]
+    assert classify_approach(t, e, 0.2, flat_grasps=True)[1] == "power"
+    assert list(classify_approach(t[:1], e[:1], 0.05)) == ["precision"]
+
+
+def _types_at(sampler, points, normals):
+    t, exit_at, _ = sampler._local_geometry(np.asarray(points, float), np.asarray(normals, float))
+    line = np.maximum(exit_at[:, :6], exit_at[:, 6:]).min(axis=1)
+    return classify_approach(t, exit_at.min(axis=1), sampler.diagonal, exit_line=line)
+
+
+def _drawn_types(sampler, seed: int) -> list[str]:
+    kin = sampler._kinematics(np.zeros(10))
+    return [a["type"] for a in sampler._approaches(kin, np.random.default_rng(seed), 12)]
+
+
+def test_grasp_types_on_a_cylinder_a_thin_plate_and_a_small_sphere(hand):
+    config = GraspConfig(candidates=4)
+    cylinder = _asset(trimesh.creation.cylinder(radius=0.03, height=0.15, sections=64), "cylinder")
+    s = ContactGraspSampler(cylinder, hand, config)
+    assert list(_types_at(s, [[0.03, 0, 0], [0, 0.03, 0.02]], [[1, 0, 0], [0, 1, 0]])) == ["power", "power"]
+    drawn = _drawn_types(s, 0)
+    assert drawn.count("power") >= 0.75 * len(drawn)
+    g = s.sample(np.random.default_rng(0))
+    assert g.metrics["grasp_type"] == "power"
+
+    plate = _asset(trimesh.creation.box((0.16, 0.004, 0.16)), "plate")
+    s = ContactGraspSampler(plate, hand, config)
+    # its face: no flat hand; its rim: lateral
+    assert list(_types_at(s, [[0.0, 0.002, 0.0], [0.08, 0.0, 0.01]], [[0, 1, 0], [1, 0, 0]])) == [
+        "",
+        "lateral",
+    ]
+    kin = s._kinematics(np.zeros(10))
+    approaches = s._approaches(kin, np.random.default_rng(1), 12)
+    assert approaches and all(a["type"] == "lateral" for a in approaches)
+    # at the rim, never a flat hand on the face: every approach point lies within 1 cm of the plate's edge
+    assert all(np.abs(a["point"][[0, 2]]).max() > 0.07 for a in approaches)
+    assert s.rejected.get("flat face of a thin part", 0) > 0
+
+    sphere = _asset(trimesh.creation.icosphere(subdivisions=4, radius=0.02), "sphere")
+    s = ContactGraspSampler(sphere, hand, config)
+    assert list(_types_at(s, [[0.02, 0, 0]], [[1, 0, 0]])) == ["precision"]
+    assert set(_drawn_types(s, 2)) == {"precision"}
+
+
+# -- SDF grid ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mug():
+    return BuiltinSource(("mug",)).object_for(0, np.random.default_rng([0, 1]))
+
+
+def test_mesh_sdf_matches_trimesh_exact(mug):
+    rng = np.random.default_rng(0)
+    pts, _ = trimesh.sample.sample_surface(mug.mesh, 600, seed=1)
+    q = pts + rng.normal(0.0, 0.004, pts.shape)
+    exact = -trimesh.proximity.signed_distance(mug.mesh, q)
+    d, closest, normals = MeshSDF(mug.mesh).closest(q)
+    assert np.abs(d - exact).max() < 0.05 * MM  # trimesh itself is exact to a few 0.01 mm
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(q - closest, axis=1), np.abs(d), atol=1e-9)
+
+
+def test_grid_sdf_error_against_trimesh_and_lower_bound_beyond_the_band(mug):
+    grid = GridSDF(mug.mesh, spacing=0.001, band=0.004)
+    rng = np.random.default_rng(2)
+    pts, _ = trimesh.sample.sample_surface(mug.mesh, 1500, seed=3)
+    q = pts + rng.normal(0.0, 0.006, pts.shape)
+    exact = -trimesh.proximity.signed_distance(mug.mesh, q)
+    got = grid(q)
+    near = np.abs(exact) < 0.002
+    err = np.abs(got - exact)[near]
+    assert near.sum() > 300
+    assert np.median(err) < 0.02 * MM and np.percentile(err, 99) < 0.5 * MM and err.max() < 0.8 * MM
+    # beyond the band: a lower bound of |d| with the right sign
+    far = np.abs(exact) > 0.006
+    assert (np.abs(got[far]) <= np.abs(exact[far]) + 0.02 * MM).all()
+    assert (np.sign(got[far]) == np.sign(exact[far])).all()
+    # exact queries (metrics) agree with trimesh within the band
+    d, _, _ = grid.closest(q)
+    assert np.abs(d - exact)[near].max() < 0.05 * MM
+
+
+def test_grid_values_do_not_depend_on_query_order(mug):
+    rng = np.random.default_rng(4)
+    pts, _ = trimesh.sample.sample_surface(mug.mesh, 800, seed=5)
+    q = pts + rng.normal(0.0, 0.003, pts.shape)
+    a = GridSDF(mug.mesh)
+    first = a(q)
+    b = GridSDF(mug.mesh)
+    b(q[::-1][:300] + 0.001)  # other bricks filled first
+    np.testing.assert_array_equal(b(q[::-1])[::-1], first)
+    np.testing.assert_array_equal(a(q), first)
+
+
+def test_a_reused_sampler_gives_the_same_grasp_as_a_fresh_one(hand, mug):
+    config = GraspConfig(candidates=4)
+    warm = ContactGraspSampler(mug, hand, config)
+    warm.sample(np.random.default_rng([5, 0]))  # fills the grid elsewhere first
+    a = warm.sample(np.random.default_rng([5, 1]))
+    b = ContactGraspSampler(mug, hand, config).sample(np.random.default_rng([5, 1]))
+    for name in ("global_orient", "hand_pose", "transl", "betas"):
+        assert getattr(a.params, name).tobytes() == getattr(b.params, name).tobytes()
+    assert a.metrics == b.metrics
+
+
+def test_grid_config_is_validated():
+    for kwargs in ({"grid_spacing_mm": 0.0}, {"friction": -1.0}, {"max_finger_overlap_mm": 0.0}):
+        with pytest.raises(ValueError):
+            GraspConfig(**kwargs)
+    with pytest.raises(ValueError, match="contact-v1"):
+        GraspConfig(method="contact-v3")
