@@ -225,6 +225,24 @@ def test_an_object_added_to_the_folder_is_refused(config_file, tmp_path):
     assert refused.exit_code != 0 and "inputs.objects['a.ply']: file changed" in refused.output
 
 
+def test_an_obj_material_and_texture_are_pinned_too(tmp_path):
+    from hoigen.config import RunConfig
+    from hoigen.synth.lock import describe_differences, pin_inputs
+
+    mug = tmp_path / "objects" / "mug"
+    mug.mkdir(parents=True)
+    text = trimesh.exchange.obj.export_obj(trimesh.creation.box(extents=(0.05, 0.05, 0.05)))
+    (mug / "textured.obj").write_text("mtllib textured.mtl\n" + text)
+    (mug / "textured.mtl").write_text("newmtl m\nmap_Kd texture_map.png\n")
+    (mug / "texture_map.png").write_bytes(b"png v1")
+    config = RunConfig().replace(objects={"source": str(tmp_path / "objects")})
+    before = pin_inputs(config)["objects"]
+    assert sorted(before) == ["mug/texture_map.png", "mug/textured.mtl", "mug/textured.obj"]
+    (mug / "texture_map.png").write_bytes(b"png v2")
+    (line,) = describe_differences({"objects": before}, {"objects": pin_inputs(config)["objects"]})
+    assert line.startswith("objects['mug/texture_map.png']: file changed")
+
+
 def _fake_finished_shard(out: Path) -> None:
     """A shard record and a tar of the recorded size: what a run that finished shard 0 leaves."""
     (out / "shards" / "hoigen-000000.tar").write_bytes(b"\0" * 1024)

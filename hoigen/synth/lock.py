@@ -261,7 +261,17 @@ def pin_inputs(config) -> dict:
     if callable(files):
         listed = list(files())
     else:
-        listed = [(entry.relpath, entry.path) for entry in getattr(source, "entries", ())]
+        listed = []
+        for entry in getattr(source, "entries", ()):
+            listed.append((entry.relpath, entry.path))
+            folder = Path(entry.relpath).parent
+            for extra in companion_files(entry.path):
+                try:
+                    rel = (folder / extra.relative_to(entry.path.parent)).as_posix()
+                except ValueError:  # outside the mesh's folder
+                    rel = str(extra)
+                listed.append((rel, extra))
+        listed = sorted(set(listed))
     if listed:
         inputs["objects"] = {rel: _size_sha(pin_file(path)) for rel, path in sorted(listed)}
     if config.hand.model == "mano":
@@ -279,6 +289,33 @@ def pin_inputs(config) -> dict:
         if callable(files) and (listed := sorted(files())):
             inputs[section.name] = {name: _size_sha(pin_file(p)) for name, p in listed}
     return inputs
+
+
+def companion_files(mesh: Path) -> list[Path]:
+    """Files a mesh file reads besides itself: an OBJ's material libraries (``mtllib``) and the texture images
+    they name (``map_Kd``), where they exist."""
+    mesh = Path(mesh)
+    if mesh.suffix.lower() != ".obj":
+        return []
+    found: list[Path] = []
+    try:
+        with mesh.open("r", encoding="utf-8", errors="replace") as fh:
+            libraries = [name for line in fh if line.startswith("mtllib") for name in line.split()[1:]]
+        for library in libraries:
+            mtl = mesh.parent / library.replace("\\", "/")
+            if not mtl.is_file():
+                continue
+            found.append(mtl)
+            with mtl.open("r", encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    tokens = line.split()
+                    if len(tokens) >= 2 and tokens[0] == "map_Kd":
+                        image = mtl.parent / tokens[-1].replace("\\", "/")
+                        if image.is_file():
+                            found.append(image)
+    except OSError:
+        return found
+    return sorted(set(found))
 
 
 def _size_sha(pin: dict) -> dict:
