@@ -13,7 +13,7 @@ import pytest
 import trimesh
 from hand_measure import finger_measures, hand_measures, self_intersections, winding_numbers
 
-from hoigen.hands import FINGER_JOINTS, FINGERS, HandParams
+from hoigen.hands import FINGER_JOINTS, FINGERS, BuiltinHand, HandParams
 from hoigen.hands import builtin_v2 as v2
 from hoigen.hands.builtin_v2 import BuiltinHandV2
 from hoigen.hands.lbs import lbs
@@ -316,3 +316,17 @@ def test_flexion_bends_toward_the_palm(hand):
     tips = out.joints[0, [8, 12, 16, 20]]
     rest_tips = hand.data.v_template[hand.data.tip_vertex_ids[1:]]
     assert (tips[:, 1] < rest_tips[:, 1] - 0.02).all()
+
+
+@pytest.mark.slow
+def test_forearm_stub_is_one_closed_skin_following_the_wrist():
+    hand = BuiltinHandV2(forearm=True)
+    data = hand.data
+    mesh = trimesh.Trimesh(data.v_template, data.faces, process=False)
+    assert mesh.is_watertight and mesh.is_winding_consistent and mesh.euler_number == 2
+    assert hand.metadata()["forearm"] is True and data.name == "hoigen-builtin-v2"
+    stub = data.v_template[:, 0] > 0.02  # past the wrist, toward the elbow
+    assert stub.sum() > 500 and (data.weights[stub, 0] == 1.0).all()
+    assert data.v_template[:, 0].max() > 0.09  # about 10 cm of forearm
+    with pytest.raises(ValueError, match="forearm"):
+        BuiltinHand(version=1, forearm=True)

@@ -58,7 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hoigen.hands.model import FINGER_JOINTS, MANO_PARENTS, NUM_BETAS, NUM_JOINTS, HandModel, HandModelData
+from hoigen.hands.builtin import BuiltinHand
+from hoigen.hands.model import FINGER_JOINTS, MANO_PARENTS, NUM_BETAS, NUM_JOINTS, HandModelData
 
 logger = logging.getLogger(__name__)
 
@@ -642,19 +643,12 @@ def _cached(options: BuildOptions) -> HandModelData:
     return load_v2_data(options)
 
 
-class BuiltinHandV2(HandModel):
-    """hoigen's built-in hand, version 2 (see module docstring).
+class BuiltinHandV2(BuiltinHand):
+    """hoigen's built-in hand, version 2 (see module docstring): ``BuiltinHand(version=2)``.
 
     Args:
         forearm: add the forearm stub (for RGB renders; keep it off where MANO-like silhouettes are expected).
     """
 
     def __init__(self, forearm: bool = False):
-        self.options = BuildOptions(forearm=bool(forearm))
-        self.data = _cached(self.options)
-
-    def metadata(self) -> dict:
-        meta = {"model": self.name, "note": "hoigen's built-in hand, not MANO (no MANO_RIGHT.pkl was given)"}
-        if self.options.forearm:
-            meta["forearm"] = True
-        return meta
+        super().__init__(version=2, forearm=forearm)

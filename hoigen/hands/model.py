@@ -47,7 +47,7 @@ class HandModelData:
     """A MANO-structured linear blend skinning model, as numpy arrays (metres).
 
     Attributes:
-        name: model name written to metadata (``mano`` or ``hoigen-builtin-v1``).
+        name: model name written to metadata (``mano``, ``hoigen-builtin-v2`` or ``hoigen-builtin-v1``).
         v_template: (V, 3) rest vertices.
         faces: (F, 3) int triangle indices.
         shapedirs: (V, 3, B) shape blend shapes, B >= 10 (only the first 10 are used).
