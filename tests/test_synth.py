@@ -112,7 +112,10 @@ def _check_run(out: Path, n: int, per_shard: int = PER_SHARD) -> dict:
         "run.json",
         *(f"shards/{name}" for name in names),
         *(f"shards/{name[:-4]}.json" for name in names),
+        *(m["name"] for m in manifest["meshes"]),  # the mesh store (SPEC §3), each file checksummed
     }  # in particular no *.partial file
+    for m in manifest["meshes"]:
+        assert m["sha256"] == _sha256(out / m["name"]) == Path(m["name"]).stem
     skipped = {s["index"] for s in manifest["skipped"]}
     for k, entry in enumerate(manifest["shards"]):
         tar_path = out / "shards" / entry["name"]

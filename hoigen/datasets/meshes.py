@@ -19,6 +19,7 @@ renames it, and both write the same bytes).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -87,6 +88,8 @@ def _write_once(path: Path, data: bytes) -> None:
     """Write ``data`` at ``path`` unless a file of that size is there (content-addressed: same name, same bytes)."""
     if path.is_file() and path.stat().st_size == len(data):
         return
+    from hoigen.datasets.shards import ShardWriteError
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -94,6 +97,13 @@ def _write_once(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+        raise ShardWriteError(
+            exc.errno or errno.EIO,
+            f"could not write {path}: {reason}; free space or fix permissions, then rerun the same command "
+            "(finished shards are kept)",
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
