@@ -679,4 +679,7 @@ def synth_and_generate(synth_job, config: GenerateConfig, out: Path, progress: b
     if failure:
         raise failure[0]
     generated = run_generate(job, generator=generator, progress=False)
+    # the shards made while rendering count as made by this run
+    generated.frames = sum(r.get("generated_frames", 0) for r in generated.records.values())
+    generated.samples = sum(r.get("samples", 0) for r in generated.records.values())
     return summary, generated

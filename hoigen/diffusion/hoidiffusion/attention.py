@@ -27,6 +27,16 @@ class AnchorFrameAttnProcessor:
     def __init__(self):
         self.groups: tuple[int, ...] | None = None
         self._stock = AttnProcessor2_0()
+        self._index: dict = {}  # (groups, batch, device) -> (anchor rows, anchor-row ids, other-row ids)
+
+    def _rows(self, batch: int, device):
+        """Index tensors of one call layout, built once (no host sync or copy per attention call)."""
+        key = (self.groups, batch, str(device))
+        if key not in self._index:
+            anchor = self.anchor_rows(batch, device)
+            own = anchor == torch.arange(batch, device=device)
+            self._index = {key: (anchor, torch.nonzero(own).flatten(), torch.nonzero(~own).flatten())}
+        return self._index[key]
 
     def anchor_rows(self, batch: int, device) -> torch.Tensor:
         """(batch,) long: the row each row takes its anchor from."""
@@ -51,8 +61,7 @@ class AnchorFrameAttnProcessor:
             raise ValueError("anchor attention supports plain self-attention layers only (SD-1.x UNet attn1)")
         residual = hidden_states
         batch, tokens, _ = hidden_states.shape
-        anchor = self.anchor_rows(batch, hidden_states.device)
-        is_anchor = anchor == torch.arange(batch, device=hidden_states.device)
+        anchor, anchor_ids, other_ids = self._rows(batch, hidden_states.device)
         heads = attn.heads
 
         query = attn.to_q(hidden_states)
@@ -64,11 +73,11 @@ class AnchorFrameAttnProcessor:
             return x.view(x.shape[0], -1, heads, head_dim).transpose(1, 2)
 
         out = torch.empty_like(query)
-        rows = torch.nonzero(is_anchor).flatten()
+        rows = anchor_ids
         if len(rows):  # the anchor frames: their own tokens only, as the stock processor
             o = F.scaled_dot_product_attention(split(query[rows]), split(key[rows]), split(value[rows]))
             out[rows] = o.transpose(1, 2).reshape(len(rows), tokens, heads * head_dim).to(query.dtype)
-        rows = torch.nonzero(~is_anchor).flatten()
+        rows = other_ids
         if len(rows):
             k2 = torch.cat([key[anchor[rows]], key[rows]], dim=1)
             v2 = torch.cat([value[anchor[rows]], value[rows]], dim=1)
