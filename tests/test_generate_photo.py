@@ -372,3 +372,27 @@ def test_ray_executor_gives_the_same_bytes(dataset, weights, generated, tmp_path
     assert summary.shards_made == 2
     for path in sorted((generated / "shards").glob("*.tar")):
         assert (out / "shards" / path.name).read_bytes() == path.read_bytes()
+
+
+@pytest.mark.gpu
+def test_real_size_photo_batch_on_gpu(tmp_path):
+    """Real SD-1.4 UNet + three real-size adapters (random weights) at 512², fp16, anchor attention, one batch."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from diffusers import MultiAdapter, T2IAdapter, UNet2DConditionModel
+
+    from hoigen.diffusion.hoidiffusion.attention import set_anchor_attention, set_frame_groups
+    from hoigen.diffusion.hoidiffusion.sd_configs import SD14_ADAPTER, SD14_UNET
+
+    unet = UNet2DConditionModel.from_config(SD14_UNET).to("cuda", torch.float16).eval()
+    adapter = MultiAdapter([T2IAdapter.from_config(SD14_ADAPTER) for _ in range(3)]).to("cuda", torch.float16)
+    procs = set_anchor_attention(unet, True)
+    set_frame_groups(procs, [4])
+    x = torch.randn(8, 4, 64, 64, device="cuda", dtype=torch.float16)
+    ctx = torch.randn(8, 77, 768, device="cuda", dtype=torch.float16)
+    cond = [torch.rand(4, 3, 512, 512, device="cuda", dtype=torch.float16) for _ in range(3)]
+    with torch.no_grad():
+        feats = adapter(cond, [1.0, 1.0, 1.0])
+        res = [torch.cat([f, f]) for f in feats]
+        out = unet(x, 981, encoder_hidden_states=ctx, down_intrablock_additional_residuals=res).sample
+    assert out.shape == x.shape and torch.isfinite(out).all()
