@@ -206,13 +206,14 @@ def test_shard_ranges_give_the_same_bytes_as_the_full_run(reference, config_file
     out = tmp_path / "run"
     first = _cli(_args(config_file, out, "--shards", "0:1"))
     assert first.exit_code == 0, first.output
+    partial = json.loads((out / "manifest.json").read_text())
     assert _files(out) == {
         "manifest.json",
         "run.json",
         "shards/hoigen-000000.tar",
         "shards/hoigen-000000.json",
+        *(m["name"] for m in partial["meshes"]),  # the meshes of shard 0's objects
     }
-    partial = json.loads((out / "manifest.json").read_text())
     assert not partial["complete"] and [s["name"] for s in partial["shards"]] == ["hoigen-000000.tar"]
     second = _cli(_args(config_file, out, "--shards", "1:2"))
     assert second.exit_code == 0, second.output
