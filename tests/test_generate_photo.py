@@ -208,6 +208,18 @@ def test_bad_inputs_are_clear_errors(dataset, weights, tmp_path, monkeypatch):
         _config(weights, steps=0)
     with pytest.raises(ValueError, match="nothing to generate"):
         GenerateConfig()
+    # a damaged input shard is refused, naming it (the manifest's sha256 no longer matches)
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(dataset, copy)
+    tar = sorted((copy / "shards").glob("*.tar"))[0]
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    with pytest.raises(GenerateError, match=f"input shard .*{tar.name} does not match its manifest"):
+        run_generate(GenerateJob(copy, tmp_path / "o3", _config(weights)), progress=False)
+    assert not (tmp_path / "o3" / "shards" / tar.name).exists()
     # a model that does not fit is refused before anything loads, with the numbers and the fix
     import hoigen.diffusion.common as common
     from hoigen.diffusion.stage import SampleGenerator

@@ -234,7 +234,9 @@ def _check_photo_memory(weights, options, device: str, dtype) -> None:
     if weights.sd_root is not None and Path(weights.sd_root) != Path(weights.root):
         stored += weight_bytes(Path(weights.sd_root))
     item = torch.finfo(dtype).bits // 8
-    params = stored * item // 4  # stored in fp32 or fp16; counted at the compute dtype (upper bound for fp16 files)
+    params = (
+        stored * item // 4
+    )  # stored in fp32 or fp16; counted at the compute dtype (upper bound for fp16 files)
     side = options.crop_size if options.crop else 512
     # ~12 live fp tensors of 320 channels at latent resolution per image, for frames x 2 (guidance)
     activations = options.batch_frames * 2 * (side // 8) ** 2 * 320 * item * 12
@@ -376,10 +378,23 @@ def _clean_partials(out: Path) -> None:
 
 
 def produce_shard(
-    generator: SampleGenerator, job: GenerateJob, src: Path, fingerprint: str, seed: int
+    generator: SampleGenerator,
+    job: GenerateJob,
+    src: Path,
+    fingerprint: str,
+    seed: int,
+    expected_sha: str | None = None,
 ) -> dict:
-    """Generate one output shard from input shard ``src``; returns its record."""
+    """Generate one output shard from input shard ``src`` (checked against the sha256 its manifest or record
+    gives); returns its record."""
     t0 = time.perf_counter()
+    source_sha = file_sha256(src)
+    if expected_sha is not None and source_sha != expected_sha:
+        raise GenerateError(
+            f"input shard {src} does not match its manifest (sha256 {source_sha[:12]}, expected "
+            f"{expected_sha[:12]}): it was changed or damaged after it was written; run hoigen synth on its folder "
+            "again (finished shards are kept) or hoigen verify it"
+        )
     samples = read_samples(src)
     out_samples = generator.process(samples, lambda meta: meta.get("seed", seed))
     name = src.name
@@ -391,7 +406,7 @@ def produce_shard(
     record = {
         "name": name,
         "samples": len(out_samples),
-        "source_sha256": file_sha256(src),
+        "source_sha256": source_sha,
         "fingerprint": fingerprint,
         "generated_frames": frames,
         "seconds": time.perf_counter() - t0,
@@ -496,6 +511,7 @@ def run_generate(
             if rec is not None:
                 records[entry["name"]] = rec
     kept = len(shards) - len(todo)
+    expected = {s["name"]: s.get("sha256") for s in manifest["shards"]}
     t0 = time.perf_counter()
     made = {}
     if todo:
@@ -504,11 +520,11 @@ def run_generate(
                 "no GPU: generating on CPU, which is slow for real-size models (an estimate follows the first shard)"
             )
         if executor == "ray":
-            runner = _run_ray(job, todo, fingerprint, seed, n_workers, gpus)
+            runner = _run_ray(job, todo, fingerprint, seed, n_workers, gpus, expected)
         elif n_workers > 1:
-            runner = _run_processes(job, todo, fingerprint, seed, n_workers, gpus)
+            runner = _run_processes(job, todo, fingerprint, seed, n_workers, gpus, expected)
         else:
-            runner = (produce_shard(generator, job, p, fingerprint, seed) for p in todo)
+            runner = (produce_shard(generator, job, p, fingerprint, seed, expected[p.name]) for p in todo)
         with _progress(len(todo), progress) as bar:
             for rec in runner:
                 made[rec["name"]] = rec
@@ -577,11 +593,11 @@ def _proc_init(job: GenerateJob, devices, lock) -> None:
 
 
 def _proc_run(args) -> dict:
-    path, fingerprint, seed = args
-    return produce_shard(_WORKER["generator"], _WORKER["job"], path, fingerprint, seed)
+    path, fingerprint, seed, sha = args
+    return produce_shard(_WORKER["generator"], _WORKER["job"], path, fingerprint, seed, sha)
 
 
-def _run_processes(job, todo, fingerprint, seed, workers, gpus):
+def _run_processes(job, todo, fingerprint, seed, workers, gpus, expected):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -592,10 +608,10 @@ def _run_processes(job, todo, fingerprint, seed, workers, gpus):
     with ctx.Pool(
         processes=min(workers, len(todo)), initializer=_proc_init, initargs=(job, devices, lock)
     ) as pool:
-        yield from pool.imap_unordered(_proc_run, [(p, fingerprint, seed) for p in todo])
+        yield from pool.imap_unordered(_proc_run, [(p, fingerprint, seed, expected[p.name]) for p in todo])
 
 
-def _run_ray(job, todo, fingerprint, seed, workers, gpus):
+def _run_ray(job, todo, fingerprint, seed, workers, gpus, expected):
     import ray
 
     if not ray.is_initialized():
@@ -607,20 +623,22 @@ def _run_ray(job, todo, fingerprint, seed, workers, gpus):
             self.job = job
             self.generator = SampleGenerator(job.config, device="cuda" if gpus else "cpu")
 
-        def run(self, path, fingerprint, seed):
-            return produce_shard(self.generator, self.job, path, fingerprint, seed)
+        def run(self, path, fingerprint, seed, sha):
+            return produce_shard(self.generator, self.job, path, fingerprint, seed, sha)
 
     actors = [GenerateActor.remote(job) for _ in range(min(workers, len(todo)))]
     pending, queue = {}, list(todo)
     for actor in actors:
         if queue:
-            pending[actor.run.remote(queue.pop(0), fingerprint, seed)] = actor
+            path = queue.pop(0)
+            pending[actor.run.remote(path, fingerprint, seed, expected[path.name])] = actor
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         actor = pending.pop(done[0])
         yield ray.get(done[0])
         if queue:
-            pending[actor.run.remote(queue.pop(0), fingerprint, seed)] = actor
+            path = queue.pop(0)
+            pending[actor.run.remote(path, fingerprint, seed, expected[path.name])] = actor
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -665,7 +683,7 @@ def synth_and_generate(synth_job, config: GenerateConfig, out: Path, progress: b
             try:
                 src = Path(synth_job.out) / "shards" / record["name"]
                 if _finished(job, record["name"], record["sha256"], fingerprint) is None:
-                    produce_shard(generator, job, src, fingerprint, seed)
+                    produce_shard(generator, job, src, fingerprint, seed, record["sha256"])
             except BaseException as exc:  # noqa: BLE001 - re-raised in the driver
                 failure.append(exc)
 
