@@ -233,12 +233,9 @@ def _cli(*args):
     return [sys.executable, "-m", "hoigen.cli", *map(str, args)]
 
 
-def test_cli_generate_resumes_after_sigkill(dataset, weights, generated, tmp_path):
-    out = tmp_path / "killed"
-    cmd = _cli(
-        "generate",
-        dataset,
-        out,
+def _photo_flags(weights: Path) -> tuple:
+    """The CLI flags of ``_config(weights)``."""
+    return (
         "--photo",
         "hoidiffusion",
         "--hoidiffusion",
@@ -250,6 +247,11 @@ def test_cli_generate_resumes_after_sigkill(dataset, weights, generated, tmp_pat
         "--cpu-threads",
         1,
     )
+
+
+def test_cli_generate_resumes_after_sigkill(dataset, weights, generated, tmp_path):
+    out = tmp_path / "killed"
+    cmd = _cli("generate", dataset, out, *_photo_flags(weights))
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     first = out / "shards" / "hoigen-000000.json"
@@ -270,30 +272,8 @@ def test_cli_generate_resumes_after_sigkill(dataset, weights, generated, tmp_pat
 
 def test_cli_synth_with_photo(weights, tmp_path):
     out = tmp_path / "synth-photo"
-    cmd = _cli(
-        "synth",
-        "--n",
-        2,
-        "--size",
-        64,
-        64,
-        "--frames",
-        2,
-        "--samples-per-shard",
-        1,
-        "--out",
-        out,
-        "--photo",
-        "hoidiffusion",
-        "--hoidiffusion",
-        weights,
-        "--steps",
-        STEPS,
-        "--device",
-        "cpu",
-        "--cpu-threads",
-        1,
-    )
+    size = ("--size", 64, 64, "--frames", 2, "--samples-per-shard", 1)
+    cmd = _cli("synth", "--n", 2, *size, "--out", out, *_photo_flags(weights))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     from hoigen.datasets.reader import open_sequences
