@@ -61,7 +61,7 @@ def _check_grasp(g, obj, hand, config: GraspConfig):
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_builtin_categories_get_gated_grasps(category, hand):
     obj = BuiltinSource((category,)).object_for(0, np.random.default_rng([7, 0]))
-    config = GraspConfig(candidates=6, max_attempts=6)
+    config = GraspConfig()
     try:
         g = ContactGraspSampler(obj, hand, config).sample(np.random.default_rng([7, 1]))
     except GraspError as exc:
