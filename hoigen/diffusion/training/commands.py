@@ -1,7 +1,8 @@
 """The ``hoigen train`` and ``hoigen eval`` click groups (registered in ``hoigen/cli.py``).
 
 Only click is imported here; torch, diffusers and accelerate load when a command runs. Multi-GPU:
-``accelerate launch [--num_processes N] -m hoigen.cli train hoidiffusion ...`` (every process runs the command).
+``accelerate launch [--num_processes N] -m hoigen.cli train hoidiffusion ...`` (every process runs the command;
+without GPUs ``accelerate launch --multi_gpu --num_processes N`` or ``torchrun`` gives DDP over gloo).
 """
 
 from __future__ import annotations

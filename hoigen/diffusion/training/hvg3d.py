@@ -317,10 +317,9 @@ class HVG3DTask(TrainTask):
         self.tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", **load)
         self.scheduler = CogVideoXDPMScheduler.from_pretrained(root, subfolder="scheduler", **load)
         self.controlnet = self._controlnet()
-        self.controlnet.attach(self.transformer)
-        for p in self.controlnet.trainable_parameters():
+        for p in controlnet_parameters(self.controlnet):
             p.requires_grad_(True)
-        self.controlnet.train()
+        self.controlnet.train()  # attached by its first forward (after accelerate wrapped it, base outside)
         tc = self.transformer.config
         self.temporal = int(self.vae.config.temporal_compression_ratio)
         self.spatial = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -596,7 +595,16 @@ class HVG3DTask(TrainTask):
     def export(self, model, folder: Path) -> None:
         from hoigen.diffusion.hvg3d.weights import save_hvg3d
 
+        model.detach()  # the attached base is a submodule; the saved state is the ControlNet's alone
         save_hvg3d(model.to(torch.float32), folder)
+
+
+def controlnet_parameters(controlnet) -> list:
+    """The ControlNet's own parameters: ``HVG3DControlNet.trainable_parameters()`` minus the attached base's
+    (``attach`` stores the base as a submodule, so once attached its parameters would be listed too)."""
+    base = getattr(controlnet, "_base", None)
+    skip = {id(p) for p in base.parameters()} if base is not None else set()
+    return [p for p in controlnet.trainable_parameters() if id(p) not in skip]
 
 
 def step_free_seed(seed: int, digest: int) -> int:

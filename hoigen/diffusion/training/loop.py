@@ -377,6 +377,7 @@ def train(task: TrainTask, loop: LoopConfig) -> TrainResult:
 
     tracker = None if loop.tracker in ("none", "", None) else loop.tracker
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # several CPU processes (torchrun / launch --multi_gpu): DDP over gloo
         mixed_precision=loop.mixed_precision,
         log_with=tracker,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
