@@ -395,3 +395,12 @@ def test_eval_metrics_and_eval_command(tmp_path):
     assert metrics["frames"] == 1 and metrics["psnr"] == float("inf") and metrics["mask_iou"] > 0.95
     bad = CliRunner().invoke(main, ["eval", "video", str(run)])
     assert bad.exit_code != 0 and "photo" in bad.output
+
+
+def test_eval_on_shards_without_generated_frames_says_what_to_run(dataset):
+    from hoigen.diffusion.training.eval import evaluate
+
+    with pytest.raises(ValueError, match="no photo frames"):
+        evaluate(dataset, "photo")
+    with pytest.raises(FileNotFoundError):
+        evaluate(dataset.parent / "missing", "video")
