@@ -84,3 +84,21 @@ def test_a_grasp_runs_through_the_hold_test():
     assert 0 <= result["held_directions"] <= 6
     assert [r["direction"] for r in result["directions"]] == ["+x", "-x", "+y", "-y", "+z", "-z"]
     assert result["deviation_mm"] <= 0.5
+
+
+def test_gate_physics_keeps_only_grasps_that_hold():
+    from hoigen.grasping import ContactGraspSampler, GraspConfig, GraspError
+    from hoigen.hands import BuiltinHand
+    from hoigen.objects import make_asset
+
+    can = trimesh.creation.cylinder(radius=0.03, height=0.12, sections=48)
+    obj = make_asset(
+        can, object_id="can", source="t", category="can", class_id=0, symmetry=None, up=(0, 1, 0)
+    )
+    config = GraspConfig(candidates=4, max_attempts=3, gate_physics=True)
+    try:
+        g = ContactGraspSampler(obj, BuiltinHand(), config).sample(np.random.default_rng(0))
+    except GraspError as exc:  # allowed, but then it must say why
+        assert "quality gate" in str(exc)
+        return
+    assert g.metrics["physics_held"] and g.metrics["physics_held_directions"] >= 4
