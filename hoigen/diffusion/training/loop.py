@@ -47,8 +47,9 @@ logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CHECKPOINT_PREFIX = "step-"
-_RESUMABLE_CHANGES = {"steps", "resume", "sample_every", "checkpoint_every", "log_every", "num_workers",
-                      "keep_checkpoints", "tracker"}
+# options a resumed run may change (the data order depends on --workers and --shuffle, so those may not)
+_RESUMABLE_CHANGES = {"steps", "resume", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints",
+                      "tracker"}
 
 
 @dataclass(frozen=True)
