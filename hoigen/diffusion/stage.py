@@ -154,13 +154,18 @@ class SampleGenerator:
             _check_photo_memory(weights, opts, self.device, self.dtype)
             self.photo = HOIDiffusionPhotoBackend(weights, opts, self.device, self.dtype)
         if config.video == "hvg3d":
+            import torch
+
             from hoigen.diffusion.hvg3d.pipeline import HVG3DVideoBackend
 
+            video_dtype = self.dtype
+            if config.dtype in (None, "auto") and self.device.startswith("cuda"):
+                video_dtype = torch.bfloat16  # CogVideoX-5B's precision (fp16 is the photo stage's default)
             self.video = HVG3DVideoBackend(
                 config.cogvideox,
                 config.hvg3d,
                 device=self.device,
-                dtype=self.dtype,
+                dtype=video_dtype,
                 **config.video_options,
             )
 
@@ -372,6 +377,13 @@ def _finished(job: GenerateJob, name: str, source_sha: str, fingerprint: str) ->
     return record if ok else None
 
 
+def _generated_frames(members: dict[str, bytes]) -> int:
+    """Frames a sample got from the generative stage: photo frames plus, with a video, its T frames."""
+    photos = sum(1 for k in members if re.fullmatch(r"f\d{3}\.photo\.png", k))
+    video = sum(1 for k in members if re.fullmatch(r"f\d{3}\.rgb\.png", k)) if "video.mp4" in members else 0
+    return photos + video
+
+
 def _clean_partials(out: Path) -> None:
     for path in (out / "shards").glob("*.partial"):
         path.unlink(missing_ok=True)
@@ -399,10 +411,7 @@ def produce_shard(
     out_samples = generator.process(samples, lambda meta: meta.get("seed", seed))
     name = src.name
     stats = write_shard(Path(job.out) / "shards" / name, out_samples)
-    frames = sum(
-        sum(1 for k in members if re.fullmatch(r"f\d{3}\.(photo|video)\.png", k))
-        for _, members in out_samples
-    )
+    frames = sum(_generated_frames(members) for _, members in out_samples)
     record = {
         "name": name,
         "samples": len(out_samples),
