@@ -319,6 +319,7 @@ class HOIDiffusionTask(TrainTask):
         c = self.config
         out = Path(loop.out)
         self.loop = loop
+        self.accelerator = accelerator
         self.device = accelerator.device
         self.weight_dtype = weight_dtype
         self.shards = resolve_training_shards(c.data)
@@ -382,7 +383,7 @@ class HOIDiffusionTask(TrainTask):
             generator = torch.Generator().manual_seed(int(self.loop.seed) * 100003 + i)
             latents = torch.randn((1, self.model.unet.config.in_channels, size // self.vae_scale,
                                    size // self.vae_scale), generator=generator)
-            with torch.autocast(self.device.type, enabled=False):
+            with self.accelerator.autocast():
                 image = pipe(prompt, height=size, width=size, num_inference_steps=self.config.reg_steps,
                              latents=latents.to(self.device, self.model.unet.dtype), output_type="np").images[0]
             pixels = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
@@ -494,8 +495,7 @@ class HOIDiffusionTask(TrainTask):
         generator = torch.Generator().manual_seed(int(self.loop.seed))
         latents = torch.randn((len(self.val), model.unet.config.in_channels, h // self.vae_scale,
                                w // self.vae_scale), generator=generator).to(self.device, dtype)
-        with torch.autocast(self.device.type, enabled=False):
-            out = _run_adapter_pipe(pipe, self.val, images, h, w, self.config.sample_steps, latents)
+        out = _run_adapter_pipe(pipe, self.val, images, h, w, self.config.sample_steps, latents)
         generated = np.clip(np.round(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
         targets = np.stack([e["target"] for e in self.val])
         rows = []

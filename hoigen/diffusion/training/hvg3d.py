@@ -578,7 +578,7 @@ class HVG3DTask(TrainTask):
         )
         model.attach(self.transformer)
         generator = torch.Generator().manual_seed(int(self.loop.seed))
-        with model.conditioned(condition), torch.autocast(self.device.type, enabled=False):
+        with model.conditioned(condition):
             frames = pipe(
                 image=Image.fromarray(example["video"][0]), prompt=example["prompt"], height=self.height,
                 width=self.width, num_frames=self.frames, num_inference_steps=self.config.sample_steps,

@@ -522,7 +522,7 @@ def _sample(task, accelerator, model, out: Path, step: int) -> None:
     unwrapped.eval()
     state = torch.random.get_rng_state()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():  # frozen parts may be bf16/fp16, trainable ones fp32
             task.sample(unwrapped, folder / f"{CHECKPOINT_PREFIX}{step:08d}.png", step)
     finally:
         torch.random.set_rng_state(state)
