@@ -192,9 +192,9 @@ def test_model_vertices_project_inside_bbox_obj(export, frames):
         uv = uv[in_image]
         x, y, w, h = info["bbox_obj"]
         assert w > 0 and h > 0 and len(uv)
-        # pixel (i, j) covers [j - 0.5, j + 0.5]; a thin tip may cover no pixel centre: 1 px tolerance
-        assert uv[:, 0].min() >= x - 1.0 and uv[:, 0].max() <= x + w + 1.0
-        assert uv[:, 1].min() >= y - 1.0 and uv[:, 1].max() <= y + h + 1.0
+        # pixel (i, j) covers [j - 0.5, j + 0.5]; a thin tip may cover no pixel centre: 1.5 px tolerance
+        assert uv[:, 0].min() >= x - 1.5 and uv[:, 0].max() <= x + w + 1.5
+        assert uv[:, 1].min() >= y - 1.5 and uv[:, 1].max() <= y + h + 1.5
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -420,7 +420,10 @@ def test_too_large_object_is_refused(weights_dir, mano):
 def _overfit_grabnet(mano, obj, sdf, steps: int = 300):
     """Train only CoarseNet's decoder on one contact grasp of ``obj`` (fixed object, no rotation), RefineNet's
     updates zeroed (the sampled grasp is CoarseNet's). Returns (GrabNet model, the target Grasp)."""
-    target = ContactGraspSampler(obj, mano, GraspConfig(betas_std=0.0), sdf=sdf).sample(
+    # the target comes from the KD-tree contact sampler (contact-v1), whose grasps GrabNet was modelled on
+    from hoigen.grasping.contact_v1 import ContactV1Sampler
+
+    target = ContactV1Sampler(obj, mano, GraspConfig(betas_std=0.0), sdf=sdf).sample(
         np.random.default_rng([2, 0])
     )
     torch.manual_seed(0)
@@ -553,7 +556,7 @@ def test_left_hand_mano_is_refused(tmp_path):
 
 def test_config_and_factory(weights_dir, mano, bottle):
     assert GraspConfig(method="grabnet", grabnet="/x").grabnet == "/x"
-    with pytest.raises(ValueError, match="'contact' or 'grabnet'"):
+    with pytest.raises(ValueError, match="'contact', 'contact-v1' or 'grabnet'"):
         GraspConfig(method="diffusion")
     make = grasp_sampler_factory(GraspConfig(method="grabnet", grabnet=str(weights_dir)), mano)
     assert isinstance(make(bottle), GrabNetSampler)
