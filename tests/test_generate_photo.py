@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -62,12 +61,10 @@ def _config(weights: Path, **photo) -> GenerateConfig:
 
 
 def _members(path: Path) -> dict[str, dict[str, bytes]]:
-    out: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(path) as tar:
-        for info in tar:
-            key, suffix = info.name.split(".", 1)
-            out.setdefault(key, {})[suffix] = tar.extractfile(info).read()
-    return out
+    """{key: {suffix: bytes}} of a shard, read as the generate stage reads it."""
+    from hoigen.diffusion.stage import read_samples
+
+    return dict(read_samples(path))
 
 
 @pytest.fixture(scope="module")
