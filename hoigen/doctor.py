@@ -37,10 +37,14 @@ PACKAGES = {
     "smplx": "MANO hand (extra: mano)",
     "pyrender": "headless rendering (extra: render)",
     "PyOpenGL": "headless rendering (extra: render; 3.1.7+ for OSMesa)",
-    "webdataset": "shards (later)",
-    "diffusers": "HOIDiffusion / HVG-3D appearance (later)",
-    "ray": "multi-machine runs (later)",
-    "pycocotools": "COCO export (later)",
+    "webdataset": "shards (optional: extra data)",
+    "pycocotools": "COCO export (optional: extra data)",
+    "ray": "multi-machine runs (optional: extra ray)",
+    "diffusers": "HOIDiffusion photos / HVG-3D videos (optional: extra diffusion)",
+    "transformers": "text encoders, MiDaS (optional: extra diffusion)",
+    "accelerate": "hoigen train (optional: extra diffusion)",
+    "av": "mp4 videos (optional: extra diffusion)",
+    "mujoco-core": "grasp hold test, hoigen grasp --physics (optional: extra physics)",
 }
 
 _GL_PROBE = """
@@ -70,7 +74,7 @@ def check_packages() -> list[Check]:
     out = [Check("python", "python", True, f"{platform.python_version()} ({sys.executable})")]
     for dist, purpose in PACKAGES.items():
         version = _version(dist)
-        ok = None if version is None and "later" in purpose else version is not None
+        ok = None if version is None and "optional" in purpose else version is not None
         out.append(Check("packages", dist, ok, f"{version or 'not installed'} — {purpose}"))
     return out
 
@@ -148,7 +152,11 @@ def check_assets() -> list[Check]:
         except Exception as exc:  # a report line, never a crash
             out.append(Check("assets", "GrabNet", False, f"HOIGEN_GRABNET_DIR={grabnet_env}: {exc}"))
     out += check_hoidiffusion()
-    for env, what, files in (("HOIGEN_COGVIDEOX_DIR", "CogVideoX weights (--video hvg3d, later)", ()),):
+    video_dirs = (
+        ("HOIGEN_COGVIDEOX_DIR", "CogVideoX-5B-I2V (--video hvg3d)", ("model_index.json", "config.json")),
+        ("HOIGEN_HVG3D_DIR", "HVG-3D ControlNet (--video hvg3d)", ("hvg3d.safetensors", "config.json")),
+    )
+    for env, what, files in video_dirs:
         value = os.environ.get(env, "")
         if not value:
             out.append(Check("assets", what, None, f"{env} not set"))
