@@ -173,7 +173,7 @@ class SampleGenerator:
         files = {}
         if self.photo is not None:
             files["photo"] = dict(self.photo.weights.files)
-        if self.video is not None and hasattr(self.video, "files"):
+        if self.video is not None:
             files["video"] = dict(self.video.files)
         return files
 
@@ -236,7 +236,7 @@ def _check_photo_memory(weights, options, device: str, dtype) -> None:
     from hoigen.diffusion.common import check_fits, weight_bytes
 
     stored = weight_bytes(Path(weights.root))
-    if weights.sd_root is not None and Path(weights.sd_root) != Path(weights.root):
+    if Path(weights.sd_root) != Path(weights.root):
         stored += weight_bytes(Path(weights.sd_root))
     item = torch.finfo(dtype).bits // 8
     params = (
@@ -334,21 +334,29 @@ def _pin(job: GenerateJob, manifest: dict, model_files: dict) -> str:
     }
     path = Path(job.out) / "generate.json"
     if path.is_file():
-        old = json.loads(path.read_text())
-        if old.get("fingerprint") != fingerprint or old.get("source", {}).get("shards") != source:
-            diffs = _diff_keys(
-                {k: old.get(k) for k in ("config", "models")}, {k: pin[k] for k in ("config", "models")}
-            )
-            if old.get("source", {}).get("shards") != source:
-                diffs.append("source shards")
-            raise GenerateError(
-                f"{job.out} holds a generate run with other settings (differs in: {', '.join(diffs) or '?'}); "
-                "use another OUT or the same options"
-            )
+        _refuse_other_pin(path, pin)
     else:
         Path(job.out, "shards").mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, pin)
     return fingerprint
+
+
+def _refuse_other_pin(path: Path, pin: dict) -> None:
+    """Refuse an OUT whose ``generate.json`` was written with other settings (``pin``: config, models,
+    fingerprint and, when known, source), naming the keys that differ."""
+    old = json.loads(path.read_text())
+    source_differs = "source" in pin and old.get("source", {}).get("shards") != pin["source"]["shards"]
+    if old.get("fingerprint") == pin["fingerprint"] and not source_differs:
+        return
+    diffs = _diff_keys(
+        {k: old.get(k) for k in ("config", "models")}, {k: pin[k] for k in ("config", "models")}
+    )
+    if source_differs:
+        diffs.append("source shards")
+    raise GenerateError(
+        f"{path.parent} holds a generate run with other settings (differs in: {', '.join(diffs) or '?'}); "
+        "use another OUT or the same options"
+    )
 
 
 def _diff_keys(a, b, prefix="") -> list[str]:
@@ -390,23 +398,22 @@ def _clean_partials(out: Path) -> None:
 
 
 def produce_shard(
-    generator: SampleGenerator,
-    job: GenerateJob,
-    src: Path,
-    fingerprint: str,
-    seed: int,
-    expected_sha: str | None = None,
+    generator: SampleGenerator, job: GenerateJob, src: Path, fingerprint: str, seed: int
 ) -> dict:
-    """Generate one output shard from input shard ``src`` (checked against the sha256 its manifest or record
-    gives); returns its record."""
+    """Generate one output shard from input shard ``src`` (first verified against its manifest entry or shard
+    record, as the reader verifies shards); returns its record."""
+    from hoigen.datasets.integrity import ShardIntegrityError, expected_for, verify_shard
+
     t0 = time.perf_counter()
-    source_sha = file_sha256(src)
-    if expected_sha is not None and source_sha != expected_sha:
-        raise GenerateError(
-            f"input shard {src} does not match its manifest (sha256 {source_sha[:12]}, expected "
-            f"{expected_sha[:12]}): it was changed or damaged after it was written; run hoigen synth on its folder "
-            "again (finished shards are kept) or hoigen verify it"
-        )
+    expected = expected_for(src)
+    if expected is None:
+        source_sha = file_sha256(src)
+    else:
+        try:
+            verify_shard(src, expected)
+        except ShardIntegrityError as exc:
+            raise GenerateError(f"input {exc}") from exc
+        source_sha = expected.sha256
     samples = read_samples(src)
     out_samples = generator.process(samples, lambda meta: meta.get("seed", seed))
     name = src.name
@@ -505,22 +512,14 @@ def run_generate(
     _clean_partials(Path(job.out))
     _copy_extras(job)
     seed = int(manifest.get("seed", 0))
-    records, todo = {}, []
-    for path in shards:
-        sha = next(s.get("sha256") for s in manifest["shards"] if s["name"] == path.name)
-        rec = _finished(job, path.name, sha, fingerprint)
-        if rec is not None:
-            records[path.name] = rec
-        else:
-            todo.append(path)
-    # every finished record of the whole run counts for the manifest, also those outside ``only``
+    # every finished shard of the whole run counts for the manifest, also those outside ``only``
+    records = {}
     for entry in manifest["shards"]:
-        if entry["name"] not in records:
-            rec = _finished(job, entry["name"], entry.get("sha256"), fingerprint)
-            if rec is not None:
-                records[entry["name"]] = rec
+        rec = _finished(job, entry["name"], entry.get("sha256"), fingerprint)
+        if rec is not None:
+            records[entry["name"]] = rec
+    todo = [p for p in shards if p.name not in records]
     kept = len(shards) - len(todo)
-    expected = {s["name"]: s.get("sha256") for s in manifest["shards"]}
     t0 = time.perf_counter()
     made = {}
     if todo:
@@ -529,11 +528,11 @@ def run_generate(
                 "no GPU: generating on CPU, which is slow for real-size models (an estimate follows the first shard)"
             )
         if executor == "ray":
-            runner = _run_ray(job, todo, fingerprint, seed, n_workers, gpus, expected)
+            runner = _run_ray(job, todo, fingerprint, seed, n_workers, gpus)
         elif n_workers > 1:
-            runner = _run_processes(job, todo, fingerprint, seed, n_workers, gpus, expected)
+            runner = _run_processes(job, todo, fingerprint, seed, n_workers, gpus)
         else:
-            runner = (produce_shard(generator, job, p, fingerprint, seed, expected[p.name]) for p in todo)
+            runner = (produce_shard(generator, job, p, fingerprint, seed) for p in todo)
         with _progress(len(todo), progress) as bar:
             for rec in runner:
                 made[rec["name"]] = rec
@@ -577,8 +576,7 @@ def _model_files_without_loading(config: GenerateConfig) -> dict:
     if config.video == "hvg3d":
         from hoigen.diffusion.hvg3d.pipeline import HVG3DVideoBackend
 
-        if hasattr(HVG3DVideoBackend, "model_files"):
-            files["video"] = HVG3DVideoBackend.model_files(config.cogvideox, config.hvg3d)
+        files["video"] = HVG3DVideoBackend.model_files(config.cogvideox, config.hvg3d)
     return files
 
 
@@ -602,11 +600,11 @@ def _proc_init(job: GenerateJob, devices, lock) -> None:
 
 
 def _proc_run(args) -> dict:
-    path, fingerprint, seed, sha = args
-    return produce_shard(_WORKER["generator"], _WORKER["job"], path, fingerprint, seed, sha)
+    path, fingerprint, seed = args
+    return produce_shard(_WORKER["generator"], _WORKER["job"], path, fingerprint, seed)
 
 
-def _run_processes(job, todo, fingerprint, seed, workers, gpus, expected):
+def _run_processes(job, todo, fingerprint, seed, workers, gpus):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -617,10 +615,10 @@ def _run_processes(job, todo, fingerprint, seed, workers, gpus, expected):
     with ctx.Pool(
         processes=min(workers, len(todo)), initializer=_proc_init, initargs=(job, devices, lock)
     ) as pool:
-        yield from pool.imap_unordered(_proc_run, [(p, fingerprint, seed, expected[p.name]) for p in todo])
+        yield from pool.imap_unordered(_proc_run, [(p, fingerprint, seed) for p in todo])
 
 
-def _run_ray(job, todo, fingerprint, seed, workers, gpus, expected):
+def _run_ray(job, todo, fingerprint, seed, workers, gpus):
     import ray
 
     if not ray.is_initialized():
@@ -632,22 +630,20 @@ def _run_ray(job, todo, fingerprint, seed, workers, gpus, expected):
             self.job = job
             self.generator = SampleGenerator(job.config, device="cuda" if gpus else "cpu")
 
-        def run(self, path, fingerprint, seed, sha):
-            return produce_shard(self.generator, self.job, path, fingerprint, seed, sha)
+        def run(self, path, fingerprint, seed):
+            return produce_shard(self.generator, self.job, path, fingerprint, seed)
 
     actors = [GenerateActor.remote(job) for _ in range(min(workers, len(todo)))]
     pending, queue = {}, list(todo)
     for actor in actors:
         if queue:
-            path = queue.pop(0)
-            pending[actor.run.remote(path, fingerprint, seed, expected[path.name])] = actor
+            pending[actor.run.remote(queue.pop(0), fingerprint, seed)] = actor
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         actor = pending.pop(done[0])
         yield ray.get(done[0])
         if queue:
-            path = queue.pop(0)
-            pending[actor.run.remote(path, fingerprint, seed, expected[path.name])] = actor
+            pending[actor.run.remote(queue.pop(0), fingerprint, seed)] = actor
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -663,18 +659,13 @@ def synth_and_generate(synth_job, config: GenerateConfig, out: Path, progress: b
     from hoigen.synth.run import run_synth
 
     job = GenerateJob(synth_job.out, out, config)
-    old = Path(out) / "generate.json"
     generator = SampleGenerator(config)  # weights load (and fail) before any rendering
     model_files = generator.model_files()
     fingerprint = _fingerprint(config, model_files)
-    if old.is_file() and json.loads(old.read_text()).get("fingerprint") != fingerprint:
-        diffs = _diff_keys(
-            {k: json.loads(old.read_text()).get(k) for k in ("config", "models")},
-            {"config": config.to_dict(), "models": model_files},
-        )
-        raise GenerateError(
-            f"{out} holds generated shards made with other settings (differs in: {', '.join(diffs) or '?'}); "
-            "use another --out or the same options"
+    old = Path(out) / "generate.json"
+    if old.is_file():
+        _refuse_other_pin(
+            old, {"config": config.to_dict(), "models": model_files, "fingerprint": fingerprint}
         )
     Path(out, "shards").mkdir(parents=True, exist_ok=True)
     _clean_partials(Path(out))
@@ -692,7 +683,7 @@ def synth_and_generate(synth_job, config: GenerateConfig, out: Path, progress: b
             try:
                 src = Path(synth_job.out) / "shards" / record["name"]
                 if _finished(job, record["name"], record["sha256"], fingerprint) is None:
-                    produce_shard(generator, job, src, fingerprint, seed, record["sha256"])
+                    produce_shard(generator, job, src, fingerprint, seed)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the driver
                 failure.append(exc)
 
