@@ -168,6 +168,10 @@ def test_detaching_leaves_the_base_untouched(transformer):
     _randomise_zero_linears(net)
     with torch.no_grad():
         net(transformer, **inputs, **_condition())
+    # while attached, the base is not part of the ControlNet's module tree (parameters, state_dict)
+    base_ids = {id(p) for p in transformer.parameters()}
+    assert not any(id(p) in base_ids for p in net.trainable_parameters())
+    assert not any(k.startswith("_base") for k in net.state_dict())
     net.detach()
     modules = [transformer, *transformer.transformer_blocks]
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in modules)

@@ -258,7 +258,9 @@ class HVG3DControlNet(nn.Module):
             hook = self._make_block_hook(i)
             handles.append(transformer.transformer_blocks[i].register_forward_hook(hook, with_kwargs=True))
         self._handles = handles
-        self._base = transformer
+        # outside the module tree: nn.Module.__setattr__ would register the base as a submodule, putting its
+        # parameters into parameters()/state_dict() and letting .to() cast the frozen base
+        object.__setattr__(self, "_base", transformer)
 
     def detach(self) -> None:
         """Remove every hook: the transformer is the plain base again."""

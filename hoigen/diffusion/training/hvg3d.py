@@ -595,16 +595,13 @@ class HVG3DTask(TrainTask):
     def export(self, model, folder: Path) -> None:
         from hoigen.diffusion.hvg3d.weights import save_hvg3d
 
-        model.detach()  # the attached base is a submodule; the saved state is the ControlNet's alone
+        model.detach()  # hooks off: the exported ControlNet is not bound to this run's transformer
         save_hvg3d(model.to(torch.float32), folder)
 
 
 def controlnet_parameters(controlnet) -> list:
-    """The ControlNet's own parameters: ``HVG3DControlNet.trainable_parameters()`` minus the attached base's
-    (``attach`` stores the base as a submodule, so once attached its parameters would be listed too)."""
-    base = getattr(controlnet, "_base", None)
-    skip = {id(p) for p in base.parameters()} if base is not None else set()
-    return [p for p in controlnet.trainable_parameters() if id(p) not in skip]
+    """The ControlNet's own parameters (the attached base is kept outside its module tree)."""
+    return controlnet.trainable_parameters()
 
 
 def step_free_seed(seed: int, digest: int) -> int:
