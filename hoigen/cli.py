@@ -337,6 +337,11 @@ def _run_config(config_file, **sections) -> RunConfig:
 )
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
 @click.option(
+    "--forearm/--no-forearm",
+    default=None,
+    help="draw the built-in v2 hand's forearm stub in rgb/depth/mask (not in hand labels or conditions) [off]",
+)
+@click.option(
     "--photo", type=click.Choice(PHOTO_CHOICES), default="none", show_default=True, help="photoreal frames"
 )
 @click.option("--video", type=click.Choice(VIDEO_CHOICES), default="none", show_default=True, help="videos")
@@ -373,6 +378,7 @@ def synth(
     grabnet,
     hand,
     mano,
+    forearm,
     photo,
     video,
     units,
@@ -404,7 +410,7 @@ def synth(
         config = _run_config(
             config_file,
             objects={"source": objects_, "units": units},
-            hand={"model": hand, "mano": str(mano) if mano else None},
+            hand={"model": hand, "mano": str(mano) if mano else None, "forearm": forearm},
             trajectory={
                 "frames": clip or frames or (1 if real_run else None),
                 "manipulation_frames": manipulation,
@@ -494,11 +500,18 @@ def synth(
     help="hand model; builtin = builtin-v2 [builtin]",
 )
 @click.option("--mano", type=click.Path(path_type=Path), default=None, help="MANO_RIGHT.pkl or its folder")
+@click.option(
+    "--forearm/--no-forearm",
+    default=None,
+    help="draw the built-in v2 hand's forearm stub in rgb/depth/mask (not in hand labels or conditions) [off]",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="run seed [0]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
 @click.option("-v", "--verbose", count=True)
-def render(objects_, index, frames, manipulation, camera_preset, hand, mano, seed, config_file, out, verbose):
+def render(
+    objects_, index, frames, manipulation, camera_preset, hand, mano, forearm, seed, config_file, out, verbose
+):
     """Render one sequence to PNGs (every SPEC §3 image per frame, meta.json, points) and overview.png."""
     _setup_logging(verbose)
     from hoigen.grasping import GraspError
@@ -510,13 +523,13 @@ def render(objects_, index, frames, manipulation, camera_preset, hand, mano, see
         config = _run_config(
             config_file,
             objects={"source": objects_},
-            hand={"model": hand, "mano": str(mano) if mano else None},
+            hand={"model": hand, "mano": str(mano) if mano else None, "forearm": forearm},
             trajectory={"frames": frames, "manipulation_frames": manipulation},
             camera={"preset": camera_preset},
             seed=seed,
         )
         source = open_source(config.objects.source, config.objects.units, config.objects.categories)
-        hand_model = load_hand(config.hand.model, config.hand.mano or None)
+        hand_model = load_hand(config.hand.model, config.hand.mano or None, config.hand.forearm)
         plan = SequencePlanner(config, source, hand_model).plan(index)
     except (ValueError, FileNotFoundError, NotADirectoryError, ImportError, ObjectError, GraspError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -55,15 +55,24 @@ class HandConfig:
         model: ``builtin`` (hoigen's own hand, its current version: v2), ``builtin-v1`` / ``builtin-v2`` (that
             version; v1 reproduces datasets made before v2) or ``mano`` (needs the user's MANO_RIGHT.pkl).
         mano: path to MANO_RIGHT.pkl or its folder; empty = the ``HOIGEN_MANO_DIR`` environment variable.
+        forearm: draw the built-in v2 hand's forearm stub in the renders (rgb, depth, mask; never in the hand's
+            labels or the conditions). Only with ``builtin`` / ``builtin-v2``. Written to the resolved config only
+            when true, so configs, shards and run pins without it keep their bytes.
     """
 
     model: str = "builtin"
     mano: str = ""
+    forearm: bool = False
 
     def __post_init__(self):
         if self.model not in ("builtin", "builtin-v1", "builtin-v2", "mano"):
             raise ValueError(
                 f"hand.model must be 'builtin', 'builtin-v1', 'builtin-v2' or 'mano', got {self.model!r}"
+            )
+        if self.forearm is True and self.model not in ("builtin", "builtin-v2"):
+            raise ValueError(
+                f"hand.forearm needs the built-in v2 hand (hand.model 'builtin' or 'builtin-v2'), got hand.model "
+                f"{self.model!r}; drop --forearm (hand.forearm: false) or use --hand builtin"
             )
 
 
@@ -84,7 +93,10 @@ class RunConfig:
         validate_config(self)
 
     def to_dict(self) -> dict:
-        return _to_plain(dataclasses.asdict(self))
+        data = _to_plain(dataclasses.asdict(self))
+        if not data["hand"]["forearm"]:  # added after schema 4: absent when off (default bytes unchanged)
+            del data["hand"]["forearm"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:

@@ -319,14 +319,37 @@ def test_flexion_bends_toward_the_palm(hand):
 
 
 @pytest.mark.slow
-def test_forearm_stub_is_one_closed_skin_following_the_wrist():
-    hand = BuiltinHandV2(forearm=True)
-    data = hand.data
-    mesh = trimesh.Trimesh(data.v_template, data.faces, process=False)
+def test_forearm_stub_is_cut_from_one_closed_skin_and_follows_the_hand(hand):
+    """The skin meshed with the forearm is closed; the stub cut from it is an open, outward sheet outside the plain
+    hand whose rim hugs the hand's skin, at rest and posed (random pose and betas); the hand itself is unchanged."""
+    merged = v2.load_v2_data(v2.BuildOptions(forearm=True))
+    mesh = trimesh.Trimesh(merged.v_template, merged.faces, process=False)
     assert mesh.is_watertight and mesh.is_winding_consistent and mesh.euler_number == 2
-    assert hand.metadata()["forearm"] is True and data.name == "hoigen-builtin-v2"
-    stub = data.v_template[:, 0] > 0.02  # past the wrist, toward the elbow
-    assert stub.sum() > 500 and (data.weights[stub, 0] == 1.0).all()
-    assert data.v_template[:, 0].max() > 0.09  # about 10 cm of forearm
+    with_arm = BuiltinHandV2(forearm=True)
+    assert with_arm.data is hand.data and with_arm.metadata()["forearm"] is True
+    skin = with_arm.forearm_skin
+    sheet = trimesh.Trimesh(skin.v_template, skin.faces, process=False)
+    assert sheet.is_winding_consistent and not sheet.is_watertight
+    assert (
+        len(trimesh.graph.connected_components(sheet.face_adjacency, nodes=np.arange(len(skin.faces)))) == 1
+    )
+    edges, counts = np.unique(sheet.edges_sorted, axis=0, return_counts=True)
+    rim = np.unique(edges[counts == 1])
+    stub = skin.v_template[:, 0] > 0.02  # past the wrist, toward the elbow
+    assert stub.sum() > 500 and (skin.weights[stub, 0] == 1.0).all()
+    assert skin.v_template[:, 0].max() > 0.09  # about 10 cm of forearm
+    axis = skin.v_template[stub] * [0.0, 1.0, 1.0]  # outward = away from the forearm's axis (about y = z = 0)
+    assert (np.einsum("ij,ij->i", sheet.vertex_normals[stub], axis) > 0).mean() > 0.99
+    rng = np.random.default_rng(3)
+    for params in (
+        _params(),
+        HandParams(rng.normal(size=3), rng.normal(size=45) * 0.4, rng.normal(size=3), rng.normal(size=10)),
+    ):
+        out = hand.forward(params)
+        posed = with_arm.forearm_vertices(params, out)[0]
+        skin_mesh = trimesh.Trimesh(out.vertices[0], hand.faces, process=False)
+        depth = trimesh.proximity.signed_distance(skin_mesh, posed)  # > 0 inside the hand
+        assert depth.max() < 0.0  # every stub vertex outside the hand's skin
+        assert -depth[rim].max() >= 0.0001 and -depth[rim].min() < 0.002  # the rim within 2 mm of the skin
     with pytest.raises(ValueError, match="forearm"):
         BuiltinHand(version=1, forearm=True)

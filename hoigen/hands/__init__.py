@@ -36,18 +36,24 @@ __all__ = [
 ]
 
 
-def load_hand(kind: str = "builtin", mano: str | Path | None = None) -> HandModel:
+def load_hand(kind: str = "builtin", mano: str | Path | None = None, forearm: bool = False) -> HandModel:
     """Build a hand model.
 
     Args:
         kind: ``"builtin"`` (hoigen's own hand, the current version: v2), ``"builtin-v1"`` / ``"builtin-v2"`` (a
             given version) or ``"mano"`` (smplx with the user's ``MANO_RIGHT.pkl``).
         mano: for ``"mano"``: the ``.pkl`` or a directory holding it; None reads ``$HOIGEN_MANO_DIR``.
+        forearm: carry the forearm stub for renders (built-in v2 only; the hand's own mesh is unchanged).
     """
+    if forearm and kind not in ("builtin", "builtin-v2"):
+        raise ValueError(
+            f"the forearm stub exists only for the built-in v2 hand (--hand builtin or builtin-v2), not {kind!r}; "
+            "drop --forearm"
+        )
     if kind == "builtin":
-        return BuiltinHand()
+        return BuiltinHand(forearm=forearm)
     if kind in ("builtin-v1", "builtin-v2"):
-        return BuiltinHand(version=int(kind[-1]))
+        return BuiltinHand(version=int(kind[-1]), forearm=forearm)
     if kind == "mano":
         from hoigen.hands.mano import ManoHand
 

@@ -19,7 +19,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from hoigen.hands.model import FINGER_JOINTS, MANO_PARENTS, NUM_BETAS, NUM_JOINTS, HandModel, HandModelData
+from hoigen.hands.model import (
+    FINGER_JOINTS,
+    MANO_PARENTS,
+    NUM_BETAS,
+    NUM_JOINTS,
+    HandModel,
+    HandModelData,
+    HandOutput,
+    HandParams,
+)
 
 BUILTIN_NAME = "hoigen-builtin-v1"
 
@@ -255,8 +264,12 @@ class BuiltinHand(HandModel):
     Args:
         version: 2 (default, ``hoigen-builtin-v2``) or 1 (``hoigen-builtin-v1``, separate tubes).
         points_per_ring, ring_spacing: version 1's tessellation.
-        forearm: version 2 only: add the forearm stub (for RGB renders).
+        forearm: version 2 only: carry the forearm stub for RGB renders (``forearm_skin``, posed by
+            :meth:`forearm_vertices`). ``data`` stays the plain hand, so grasps, physics, joints and labels are
+            those of the hand without it.
     """
+
+    forearm_skin = None  # a hoigen.hands.builtin_v2.ForearmSkin when the stub is carried
 
     def __init__(
         self,
@@ -276,9 +289,30 @@ class BuiltinHand(HandModel):
         if version == 1:
             self.data = _cached_data(points_per_ring, ring_spacing)
         else:
-            from hoigen.hands.builtin_v2 import BuildOptions, _cached
+            from hoigen.hands.builtin_v2 import BuildOptions, _cached, _cached_forearm
 
-            self.data = _cached(BuildOptions(forearm=self.forearm))
+            self.data = _cached(BuildOptions())
+            if self.forearm:
+                self.forearm_skin = _cached_forearm(BuildOptions())
+
+    def forearm_vertices(self, params: HandParams, output: HandOutput | None = None) -> np.ndarray:
+        """(B, A, 3) forearm stub vertices posed like the hand (metres, the parameters' frame): linear blend
+        skinning with the stub's weights on the hand's own joint transforms. ``output`` is ``forward(params)``
+        when already computed."""
+        skin = self.forearm_skin
+        if skin is None:
+            raise ValueError("this hand carries no forearm stub; build it with BuiltinHand(forearm=True)")
+        out = self.forward(params) if output is None else output
+        data = self.data
+        betas = params.betas[:, :NUM_BETAS]
+        shape = np.einsum("vck,bk->bvc", data.shapedirs[:, :, :NUM_BETAS], betas)
+        hand_shaped = data.v_template[None] + shape
+        rest_j = np.einsum("jv,bvc->bjc", data.J_regressor, hand_shaped)
+        v_shaped = skin.v_template[None] + np.einsum("vck,bk->bvc", skin.shapedirs, betas)
+        rot = out.joint_transforms[:, :, :3, :3]
+        offset = out.joint_transforms[:, :, :3, 3] - np.einsum("bjcd,bjd->bjc", rot, rest_j)
+        blend = np.einsum("vj,bjcd->bvcd", skin.weights, rot)
+        return np.einsum("bvcd,bvd->bvc", blend, v_shaped) + np.einsum("vj,bjc->bvc", skin.weights, offset)
 
     def metadata(self) -> dict:
         meta = {"model": self.name, "note": "hoigen's built-in hand, not MANO (no MANO_RIGHT.pkl was given)"}

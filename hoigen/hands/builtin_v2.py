@@ -40,8 +40,14 @@ five digits, +8 %), 2 hand width (+6 % across), 3 hand thickness (+8 % dorsal-pa
 radially about each digit's axis), 5 palm length (+6 % of the palm from 8 mm past the wrist to the knuckles, the fingers ride along),
 6 thumb length (metacarpal and phalanges, +8 %); 7-9 have no effect.
 
-An optional forearm stub (``forearm=True``) adds a rounded forearm, skinned to the wrist, for RGB renders; it is
-off by default (MANO-trained models never saw one).
+**Forearm stub** (:func:`forearm_skin`, ``BuiltinHandV2(forearm=True)``, ``--forearm``): for RGB renders only. The
+field above with a rounded forearm capsule added (``hand_sdf(p, forearm=True)``: it reaches 11 cm past the wrist joint, 56-60 mm wide and 39-42 mm thick)
+is meshed like the hand; the stub is the part of that skin lying more than 0.2 mm outside the plain hand (the
+forearm and its smooth blend into the heel of the hand, one open sheet whose rim hugs the hand's skin). It keeps
+that skin's weights and shape blend shapes, so it moves with the same pose and betas: the forearm itself follows
+the wrist only, the blend follows the hand's skin beneath it. The hand model itself (mesh, joints, everything the
+grasp sampler, physics and labels see) is the plain hand whether the stub is on or not; the renderer draws the
+stub as a separate instance (``arm``).
 """
 
 from __future__ import annotations
@@ -643,11 +649,58 @@ def _cached(options: BuildOptions) -> HandModelData:
     return load_v2_data(options)
 
 
+STUB_OFFSET = 0.0002  # metres: stub faces lie at least this far outside the plain hand (every corner)
+
+
+@dataclass(frozen=True, eq=False)
+class ForearmSkin:
+    """The forearm stub: an open skin sheet outside the plain hand, posed with the hand's own parameters.
+
+    Attributes:
+        v_template: (A, 3) rest vertices, metres, the hand's rest frame.
+        faces: (F, 3) triangles (outward), indices into ``v_template``.
+        shapedirs: (A, 3, 10) shape blend shapes (those of the skin it was cut from).
+        weights: (A, 16) skinning weights on the hand's joints (1 on the wrist along the forearm).
+    """
+
+    v_template: np.ndarray
+    faces: np.ndarray
+    shapedirs: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def num_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+
+def forearm_skin(options: BuildOptions = BuildOptions()) -> ForearmSkin:
+    """Cut the stub out of the skin meshed with the forearm (see the module docstring); ``options.forearm`` is
+    implied."""
+    data = _cached(BuildOptions(**{**asdict(options), "forearm": True}))
+    outside = hand_sdf(data.v_template, forearm=False) > STUB_OFFSET
+    keep = outside[data.faces].all(axis=1)
+    used = np.unique(data.faces[keep])
+    index = np.full(data.num_vertices, -1, dtype=np.int64)
+    index[used] = np.arange(len(used))
+    return ForearmSkin(
+        v_template=data.v_template[used],
+        faces=np.ascontiguousarray(index[data.faces[keep]]),
+        shapedirs=data.shapedirs[used, :, :NUM_BETAS],
+        weights=data.weights[used],
+    )
+
+
+@lru_cache(maxsize=2)
+def _cached_forearm(options: BuildOptions) -> ForearmSkin:
+    return forearm_skin(options)
+
+
 class BuiltinHandV2(BuiltinHand):
     """hoigen's built-in hand, version 2 (see module docstring): ``BuiltinHand(version=2)``.
 
     Args:
-        forearm: add the forearm stub (for RGB renders; keep it off where MANO-like silhouettes are expected).
+        forearm: carry the forearm stub (``forearm_skin``), drawn by the renderer as its own instance; the hand's
+            own mesh is unchanged.
     """
 
     def __init__(self, forearm: bool = False):

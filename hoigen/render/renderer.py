@@ -6,7 +6,12 @@ intersection gives the exact 3D point and barycentric coordinates (``labels``); 
 mask, camera-frame normals, NOCS, the DaS tracking colours and the shaded RGB. Two depth-only passes give the
 amodal masks (amodal boxes, visible fractions). Skeleton, hand-object mask and point tracks need no GL.
 
-Instance ids: 1 object, 2 hand (``INSTANCES``).
+Instance ids: 1 object, 2 hand (``INSTANCES``), and 3 arm when the hand carries the forearm stub
+(``BuiltinHand(forearm=True)``). The arm is part of the scene, not of the hand: it is drawn in ``rgb``, ``depth``
+and ``mask`` and hides what lies behind it in them, in ``nocs`` and in the visibility labels (``px_count_visib_*``,
+``bbox_visib_*``, ``visib_fract_*``); the conditions (``normal``, ``skeleton``, ``hoimask``, ``tracking``, point
+tracks) and everything else stay those of the scene without it (a second id pass without the arm gives them, so
+they are byte for byte what a run without the stub writes).
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from hoigen.render.shading import Appearance, MeshAlbedo, linear_to_srgb, sample
 
 logger = logging.getLogger(__name__)
 
-OBJECT_ID, HAND_ID = 1, 2
-INSTANCES = {OBJECT_ID: "object", HAND_ID: "hand"}
+OBJECT_ID, HAND_ID, ARM_ID = 1, 2, 3
+INSTANCES = {OBJECT_ID: "object", HAND_ID: "hand"}  # ARM_ID: "arm" is added when the forearm stub is drawn
 
 
 @dataclass
@@ -132,6 +137,8 @@ class Renderer:
         obj_v, obj_f = np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces)
         hand_f = np.asarray(hand.faces)
         obj_normals_canon = vertex_normals(obj_v, obj_f)
+        arm_skin = getattr(hand, "forearm_skin", None)
+        arm_v = hand.forearm_vertices(hand_cam, hand_out) if arm_skin is not None else None
 
         # fixed surface samples -> point tracks
         obj_samples = conditions.sample_surface_points(obj_v, obj_f, cfg.points_object, rng)
@@ -173,6 +180,7 @@ class Renderer:
                 K,
                 W,
                 H,
+                None if arm_v is None else (arm_v[t], arm_skin.faces),
             )
             joints2d = intr.project(joints3d)
             frame.skeleton = conditions.draw_skeleton(joints2d, W, H)
@@ -185,8 +193,9 @@ class Renderer:
                 }
             )
             frames.append(frame)
+        instances = {**INSTANCES, **({ARM_ID: "arm"} if arm_v is not None else {})}
         meta = {
-            "instances": {str(k): v for k, v in INSTANCES.items()},
+            "instances": {str(k): v for k, v in instances.items()},
             "appearance": appearance.metadata(),
             "object_albedo": obj_albedo.kind,
             "depth_scale": cfg.depth_scale,
@@ -210,11 +219,18 @@ class Renderer:
         K: np.ndarray,
         W: int,
         H: int,
+        arm: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> FrameRender:
+        """``arm``: the forearm stub's camera-frame vertices (A, 3) and faces, or None."""
         cfg = self.config
         raster = self.raster
         raster.set_mesh("object", obj_v, obj_f, OBJECT_ID, T_cam_obj)
         raster.set_mesh("hand", hand_v, hand_f, HAND_ID, np.eye(4))
+        seen = seen_face = None
+        if arm is not None:  # the scene with the arm first, then without it (every other pass)
+            raster.set_mesh("arm", arm[0], arm[1], ARM_ID, np.eye(4))
+            seen, seen_face, _ = raster.rasterize(K, depth=False)
+        raster.remove("arm")
         instance, face, _ = raster.rasterize(K, depth=False)
         obj_cam = apply_transform(T_cam_obj, obj_v)
         meshes = {OBJECT_ID: (obj_cam, obj_f), HAND_ID: (hand_v, hand_f)}
@@ -276,10 +292,14 @@ class Renderer:
                 labels[f"px_count_all_{name}"] = count
                 visible = labels[f"px_count_visib_{name}"]
                 labels[f"visib_fract_{name}"] = float(visible / count) if count else 0.0
+        mask = instance
+        if seen is not None and (seen == ARM_ID).any():
+            mask = seen
+            self._draw_arm(seen, seen_face, arm, appearance, K, depth, rgb8, nocs_img, labels)
         return FrameRender(
             rgb=rgb8,
             depth=depth,
-            mask=instance,
+            mask=mask,
             normal=normal_img,
             nocs=nocs_img,
             skeleton=np.zeros((H, W, 3), np.uint8),
@@ -287,6 +307,31 @@ class Renderer:
             tracking=tracking,
             labels=labels,
         )
+
+    def _draw_arm(self, seen, seen_face, arm, appearance, K, depth, rgb8, nocs_img, labels) -> None:
+        """Lay the arm over the scene without it: its depth and shading where it is in front (``seen`` = ARM_ID),
+        no NOCS there, and the object's and hand's visible pixels, boxes and fractions recounted from ``seen``
+        (their amodal counts do not change: the arm hides, it never adds)."""
+        arm_v, arm_f = arm
+        on_arm = np.where(seen == ARM_ID, ARM_ID, 0).astype(np.uint8)
+        hits = pixel_hits(on_arm, seen_face, {ARM_ID: (arm_v, arm_f)}, K)
+        everything = np.arange(len(hits.ys))
+        n = interpolate(hits, everything, arm_f, vertex_normals(arm_v, arm_f))
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        n[hits.backfacing] *= -1.0  # an open sheet: report the side we see
+        depth[hits.ys, hits.xs] = encode_depth(hits.points[:, 2], self.config.depth_scale)
+        base = np.broadcast_to(appearance.skin, (len(everything), 3))
+        shaded = linear_to_srgb(shade(appearance, base, n, hits.points))
+        rgb8[hits.ys, hits.xs] = np.clip(np.round(shaded * 255.0), 0, 255)
+        nocs_img[hits.ys, hits.xs] = 0
+        for inst, name in ((OBJECT_ID, "obj"), (HAND_ID, "hand")):
+            visible = seen == inst
+            count = int(np.count_nonzero(visible))
+            labels[f"px_count_visib_{name}"] = count
+            labels[f"bbox_visib_{name}"] = bbox_xywh(visible)
+            if f"px_count_all_{name}" in labels:
+                total = labels[f"px_count_all_{name}"]
+                labels[f"visib_fract_{name}"] = float(count / total) if total else 0.0
 
 
 def _may_be_occluded(
@@ -309,4 +354,13 @@ def _may_be_occluded(
     return bool(inside.any())
 
 
-__all__ = ["HAND_ID", "INSTANCES", "OBJECT_ID", "FrameRender", "HandParams", "Renderer", "SequenceRender"]
+__all__ = [
+    "ARM_ID",
+    "HAND_ID",
+    "INSTANCES",
+    "OBJECT_ID",
+    "FrameRender",
+    "HandParams",
+    "Renderer",
+    "SequenceRender",
+]

@@ -133,7 +133,7 @@ class ShardProducer:
         self.job = job
         cfg = job.config
         self.source = open_source(cfg.objects.source, cfg.objects.units, cfg.objects.categories)
-        self.hand = load_hand(cfg.hand.model, cfg.hand.mano or None)
+        self.hand = load_hand(cfg.hand.model, cfg.hand.mano or None, cfg.hand.forearm)
         self.planner = SequencePlanner(cfg, self.source, self.hand)
         self.real = None  # dexycb:/ho3d: runs: real frames, conditions rendered from their ground truth
         if getattr(self.source, "is_real", False):
@@ -642,7 +642,7 @@ def _validate_inputs(job: SynthJob) -> None:
     cfg = job.config
     source = open_source(cfg.objects.source, cfg.objects.units, cfg.objects.categories)
     _check_usable_object(source)
-    hand = load_hand(cfg.hand.model, cfg.hand.mano or None)
+    hand = load_hand(cfg.hand.model, cfg.hand.mano or None, cfg.hand.forearm)
     grasp_sampler_factory(cfg.grasp, hand)
     if getattr(source, "is_real", False):
         from hoigen.synth.real import check_real_job
