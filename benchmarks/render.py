@@ -230,6 +230,19 @@ class PlainPyrender:
         self.renderer.delete()
 
 
+def run_plain(plain: PlainPyrender) -> tuple[float, list]:
+    """Render the scene's whole trajectory with ``plain``: (seconds per frame, every frame's outputs).
+
+    With ``separate_passes=False`` this is baseline A, one lit colour pass per frame (``benchmarks/synth.py
+    --frame-cost`` uses it as its baseline too)."""
+    T = plain.s.frames
+    outputs = []
+    start = time.perf_counter()
+    for t in range(T):
+        outputs.append(plain.render_frame(t))
+    return (time.perf_counter() - start) / T, outputs
+
+
 class CallTimer:
     """Wrap functions or methods (module attributes or instance attributes) to add up the time spent in them."""
 
@@ -344,13 +357,6 @@ def bench_size(scene: Scene, size: int, rounds: int, seed: int) -> dict:
     plain_b = PlainPyrender(scene, intr, separate_passes=True)
     ours = Renderer(intr)
     gl_name = gl_renderer_name()
-
-    def run_plain(plain: PlainPyrender) -> tuple[float, list]:
-        outputs = []
-        start = time.perf_counter()
-        for t in range(T):
-            outputs.append(plain.render_frame(t))
-        return (time.perf_counter() - start) / T, outputs
 
     def run_static() -> float:
         """A's renderer on its scene as it stands (no upload): the GL cost of one lit pass."""

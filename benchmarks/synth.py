@@ -1,6 +1,7 @@
 """Synthesis benchmark: ``run_synth`` end to end on builtin:nocs -- throughput, worker scaling, stage shares, memory.
 
     python benchmarks/synth.py [--n 12] [--frames 8] [--sizes 256 512] [--rounds 2] [--quick] [--json out.json]
+    python benchmarks/synth.py --frame-cost [--frame-cost-frames 8 16 49] [--n 6] [--rounds 2] [--json out.json]
 
 Every run is a fresh ``run_synth`` (local executor, default config but for T and the image size, seed fixed) into a
 temporary folder, with ``--samples-per-shard`` samples per shard (default 2, so that the work splits over workers):
@@ -24,6 +25,26 @@ temporary folder, with ``--samples-per-shard`` samples per shard (default 2, so 
   steps within a band (a 120-sample probe at 256² stayed within 507-567 MB from its 10th sample on); the
   second-half figure shows the drift left. (The pool replaces a worker after 50 shards.)
 
+``--frame-cost`` runs only the frame-cost section instead (issue 14's goal: end to end <= 3x one colour pass per
+frame at 256², T = 8, one worker):
+
+- baseline, in this process: ``benchmarks/render.py``'s baseline A, one plain pyrender lit colour pass per frame
+  (pyrender defaults, 4x MSAA, the posed hand re-uploaded every frame) of its scene (the built-in bottle + the
+  built-in hand from a contact grasp, T = 8), at the size of the runs; one measurement = ``--baseline-reps`` passes
+  over that trajectory, ms per frame; reported is the median of all measurements;
+- end to end: one ``run_synth`` per T of ``--frame-cost-frames`` (default 8 16 49; local executor, 1 worker,
+  default config but for T and the size, seed fixed, ``--n`` samples, default 6 = each built-in category once,
+  fresh temporary folder). Wall per frame = wall clock of ``run_synth`` / (samples made x T): the pool start-up
+  (spawning the worker, its imports, its first GL context) and any skipped sample's grasp attempts are inside.
+  Worker per frame = the shard records' stage seconds summed / (samples made x T): no pool start-up, no skipped
+  sample (the records time only the samples made); the first sample's render carries the worker's GL context;
+- rounds: ``--rounds`` (default 2), each a baseline measurement before every run, so that load from other processes
+  hits both alike; per T the median wall over rounds; ratio = that / the baseline median;
+- PNG probe, on the shards of the first round's first T: every PNG member decoded and re-encoded by
+  ``hoigen.render.png.encode_png`` at the shards' level (the bytes are checked to be the same) and at lower zlib
+  levels, in this process: ms per frame and bytes per frame of each level -- a measurement of the lever, the shards
+  are written as always.
+
 The machine may be shared: the load average before and after is printed with the results, and before each round
 the CPU headroom (two CPU-bound Python processes' throughput over one's: 2.0 when two cores are free) bounds what
 any 2-worker speed-up can reach at that moment.
@@ -36,8 +57,11 @@ import gc
 import json
 import multiprocessing as mp
 import os
+import shutil
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -163,6 +187,210 @@ def _load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
+class ColourPass:
+    """The frame-cost baseline: ``benchmarks/render.py``'s baseline A (one lit colour pass per frame), in this process.
+
+    Args:
+        size: square image size, px; seed: the scene's seed; reps: trajectories rendered per measurement.
+    """
+
+    def __init__(self, size: int, seed: int, reps: int):
+        from hoigen.geometry.camera import square_intrinsics
+        from hoigen.render.gl import select_platform
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from render import PlainPyrender, build_scene, run_plain
+
+        self.platform = select_platform()  # before pyrender imports OpenGL; the workers inherit it
+        self.scene = build_scene("bottle", 8, seed)
+        self.plain = PlainPyrender(self.scene, square_intrinsics(size), separate_passes=False)
+        self._run = run_plain
+        self.reps = reps
+        self._run(self.plain)  # warm-up: shader compilation, first uploads
+        self.ms: list[float] = []
+
+    def measure(self) -> float:
+        """One measurement: ms per frame over ``reps`` passes of the trajectory."""
+        ms = 1e3 * sum(self._run(self.plain)[0] for _ in range(self.reps)) / self.reps
+        self.ms.append(ms)
+        return ms
+
+    def close(self) -> None:
+        self.plain.close()
+
+
+def png_probe(out: Path, levels: tuple[int, ...], repeats: int = 3) -> dict:
+    """Re-encode the PNG members of the shards under ``out`` at each zlib level (best of ``repeats``).
+
+    Returns per level: ms per frame, bytes per frame and whether the bytes equal the shards' (at the shards' level).
+    """
+    import hoigen.render.png as png
+
+    stored, images, frames = [], [], 0
+    for path in sorted(out.rglob("hoigen-*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".png"):
+                    data = tar.extractfile(member).read()
+                    stored.append(data)
+                    images.append(png.decode_png(data))
+                    frames += member.name.endswith(".rgb.png")
+    shard_level = png.PNG_COMPRESSION_LEVEL
+    result = {"frames": frames, "pngs": len(images), "shard_level": shard_level, "levels": {}}
+    try:
+        for level in levels:
+            png.PNG_COMPRESSION_LEVEL = level
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                encoded = [png.encode_png(image) for image in images]
+                best = min(best, time.perf_counter() - t0)
+            result["levels"][str(level)] = {
+                "ms_per_frame": 1e3 * best / frames,
+                "bytes_per_frame": sum(len(b) for b in encoded) / frames,
+                "same_bytes_as_shards": encoded == stored,
+            }
+    finally:
+        png.PNG_COMPRESSION_LEVEL = shard_level
+    return result
+
+
+def frame_cost(args, size: int, n: int, per_shard: int, frame_counts: list[int], rounds: int) -> dict:
+    """The ``--frame-cost`` section (module docstring): run_synth per frame against one colour pass per frame."""
+    baseline = ColourPass(size, args.seed, args.baseline_reps)
+    runs: dict[int, list[dict]] = {T: [] for T in frame_counts}
+    probe = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="hoigen-bench-synth-cost-") as tmp:
+            root = Path(tmp)
+            for r in range(rounds):
+                for T in frame_counts:
+                    colour = baseline.measure()
+                    load = _load()
+                    run = timed_run(
+                        root,
+                        f"cost-r{r}-T{T}",
+                        1,
+                        n=n,
+                        frames=T,
+                        size=size,
+                        per_shard=per_shard,
+                        seed=args.seed,
+                    )
+                    frames = max(run["frames"], 1)
+                    run.update(
+                        load_before=load,
+                        colour_pass_ms_before=colour,
+                        wall_ms_per_frame=1e3 * run["wall_s"] / frames,
+                        worker_ms_per_frame=1e3 * sum(run["stage_seconds"].values()) / frames,
+                        stage_ms_per_frame={k: 1e3 * v / frames for k, v in run["stage_seconds"].items()},
+                    )
+                    run.pop("sha256")
+                    runs[T].append(run)
+                    print(
+                        f"round {r + 1}: T = {T}: colour pass {colour:.1f} ms/frame; run_synth {run['wall_s']:.1f} s, "
+                        f"{run['wall_ms_per_frame']:.0f} ms/frame wall, {run['worker_ms_per_frame']:.0f} worker "
+                        f"({run['samples']} made, {run['skipped']} skipped; load {load})",
+                        flush=True,
+                    )
+                    if probe is None:
+                        probe = png_probe(root / f"cost-r{r}-T{T}", levels=(3, 1, 0))
+                    shutil.rmtree(root / f"cost-r{r}-T{T}")  # T = 49 runs write tens of MB
+    finally:
+        baseline.close()
+    colour_ms = statistics.median(baseline.ms)
+    table = {}
+    for T, trials in runs.items():
+        wall = statistics.median(run["wall_ms_per_frame"] for run in trials)
+        worker = statistics.median(run["worker_ms_per_frame"] for run in trials)
+        stage = {k: statistics.median(run["stage_ms_per_frame"][k] for run in trials) for k in STAGES}
+        busy = sum(stage.values())
+        table[str(T)] = {
+            "frames_per_sample": T,
+            "samples": [run["samples"] for run in trials],
+            "skipped": [run["skipped"] for run in trials],
+            "wall_ms_per_frame": wall,
+            "worker_ms_per_frame": worker,
+            "outside_worker_ms_per_frame": wall - worker,
+            "ratio_wall": wall / colour_ms,
+            "ratio_worker": worker / colour_ms,
+            "stage_ms_per_frame": stage,
+            "stage_share": {k: v / busy for k, v in stage.items()},
+            "wall_ms_per_frame_per_round": [run["wall_ms_per_frame"] for run in trials],
+            "runs": trials,
+        }
+    return {
+        "size": size,
+        "n": n,
+        "samples_per_shard": per_shard,
+        "rounds": rounds,
+        "frame_counts": frame_counts,
+        "gl_platform": baseline.platform,
+        "colour_pass_ms_per_frame": colour_ms,
+        "colour_pass_ms_per_measurement": baseline.ms,
+        "colour_pass_scene": {
+            "category": baseline.scene.category,
+            "object_triangles": len(baseline.scene.obj.mesh.faces),
+            "hand_triangles": len(baseline.scene.hand.faces),
+            "frames": baseline.scene.frames,
+            "reps": args.baseline_reps,
+        },
+        "by_frames": table,
+        "png_probe": probe,
+    }
+
+
+def print_frame_cost(fc: dict, seed: int, load_before: str, load_after: str, elapsed: float) -> None:
+    s = fc["colour_pass_scene"]
+    print()
+    print(
+        f"Frame cost at {fc['size']}², 1 worker: builtin:nocs, default config, {fc['n']} samples per run "
+        f"({fc['samples_per_shard']} per shard), seed {seed}, median of {fc['rounds']} round(s); colour pass = "
+        f"benchmarks/render.py's baseline A (built-in {s['category']}, {s['object_triangles']} triangles, + built-in "
+        f"hand, {s['hand_triangles']} triangles; GL {fc['gl_platform']}), median of "
+        f"{len(fc['colour_pass_ms_per_measurement'])} measurements interleaved with the runs "
+        f"({min(fc['colour_pass_ms_per_measurement']):.1f}-{max(fc['colour_pass_ms_per_measurement']):.1f} ms); "
+        f"{os.cpu_count()} CPUs, load average {load_before} before, {load_after} after; {elapsed:.0f} s in all"
+    )
+    print()
+    print(
+        "| T | samples made (skipped) | synth ms/frame (wall) | worker ms/frame | colour pass ms/frame | ratio wall "
+        "| ratio worker | stage shares grasp / render / encode / write | stage ms/frame grasp / render / encode "
+        "/ write |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in fc["by_frames"].values():
+        shares = " / ".join(f"{100 * row['stage_share'][k]:.0f}%" for k in STAGES)
+        stage_ms = " / ".join(f"{row['stage_ms_per_frame'][k]:.0f}" for k in STAGES)
+        made = ", ".join(f"{m} ({k})" for m, k in zip(row["samples"], row["skipped"]))
+        walls = ", ".join(f"{w:.0f}" for w in row["wall_ms_per_frame_per_round"])
+        print(
+            f"| {row['frames_per_sample']} | {made} | {row['wall_ms_per_frame']:.0f} ({walls}) | "
+            f"{row['worker_ms_per_frame']:.0f} | {fc['colour_pass_ms_per_frame']:.1f} | "
+            f"{row['ratio_wall']:.2f}x | {row['ratio_worker']:.2f}x | {shares} | {stage_ms} |"
+        )
+    print()
+    print(
+        "wall = run_synth's wall clock / (samples made x T), pool start-up and skipped samples' attempts inside; "
+        "worker = the shard records' stage seconds / (samples made x T), without them; wall - worker per frame: "
+        + ", ".join(
+            f"T = {r['frames_per_sample']}: {r['outside_worker_ms_per_frame']:.0f} ms"
+            for r in fc["by_frames"].values()
+        )
+    )
+    probe = fc["png_probe"]
+    if probe:
+        cells = ", ".join(
+            f"level {level}: {v['ms_per_frame']:.1f} ms/frame, {v['bytes_per_frame'] / 1e3:.0f} kB/frame"
+            + (" (same bytes as the shards)" if v["same_bytes_as_shards"] else "")
+            for level, v in probe["levels"].items()
+        )
+        print(
+            f"PNG probe ({probe['pngs']} PNG members of {probe['frames']} frames re-encoded in this process, best of "
+            f"3; shards use level {probe['shard_level']}): {cells}"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -180,9 +408,26 @@ def main():
     parser.add_argument(
         "--rounds", type=int, default=None, help="rounds of the 1- and 2-worker runs (default 2, quick 1)"
     )
+    parser.add_argument(
+        "--frame-cost",
+        action="store_true",
+        help="run only the frame-cost section: run_synth per frame against one colour pass per frame, 1 worker",
+    )
+    parser.add_argument(
+        "--frame-cost-frames",
+        type=int,
+        nargs="+",
+        default=None,
+        help="T of the frame-cost runs (default 8 16 49)",
+    )
+    parser.add_argument(
+        "--baseline-reps", type=int, default=None, help="colour-pass trajectories per measurement (default 3)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.frame_cost:
+        return main_frame_cost(args)
     n = args.n or (2 if args.quick else 12)
     frames = args.frames or (2 if args.quick else 8)
     sizes = args.sizes or ([64, 96] if args.quick else [256, 512])
@@ -277,6 +522,31 @@ def main():
         f"live Python objects {memory['objects_first']} -> {memory['objects_last']}"
     )
     if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def main_frame_cost(args) -> None:
+    n = args.n or (2 if args.quick else 6)
+    size = args.sizes[0] if args.sizes else (64 if args.quick else 256)
+    frame_counts = args.frame_cost_frames or ([2, 4] if args.quick else [8, 16, 49])
+    per_shard = args.samples_per_shard or (1 if args.quick else 2)
+    rounds = args.rounds or (1 if args.quick else 2)
+    args.baseline_reps = args.baseline_reps or (1 if args.quick else 3)
+    load_before = _load()
+    start = time.perf_counter()
+    fc = frame_cost(args, size, n, per_shard, frame_counts, rounds)
+    elapsed = time.perf_counter() - start
+    load_after = _load()
+    print_frame_cost(fc, args.seed, load_before, load_after, elapsed)
+    if args.json:
+        results = {
+            "quick": args.quick,
+            "cpus": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": load_after,
+            "seconds": elapsed,
+            "frame_cost": fc,
+        }
         args.json.write_text(json.dumps(results, indent=1))
 
 
