@@ -189,6 +189,8 @@ RANGES: dict[str, tuple] = {
     "grasp.sdf_spacing_mm": (lambda v: 0 < v <= 50, "(0, 50] mm"),
     "grasp.max_finger_overlap_mm": (lambda v: 0 < v <= 100, "(0, 100] mm"),
     "grasp.min_force_closure": (lambda v: 0 <= v <= 10, "[0, 10]"),
+    "grasp.fallback_force_closure": (lambda v: 0 <= v <= 10, "[0, 10]"),
+    "grasp.press_mm": (lambda v: 0 <= v <= 5, "[0, 5] mm"),
     "grasp.friction": (lambda v: 0 < v <= 5, "(0, 5]"),
     "grasp.grid_spacing_mm": (lambda v: 0 < v <= 20, "(0, 20] mm"),
     "trajectory.frames": (lambda v: 1 <= v <= 10000, "1..10000"),
