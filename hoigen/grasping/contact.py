@@ -372,6 +372,7 @@ GRASP_TYPES = ("power", "precision", "lateral")
 _PRESHAPE = {"power": (0.08, None), "precision": (0.35, (0.9, 1.25)), "lateral": (0.2, (0.7, 1.1))}
 _STEPS = 32  # closing steps over the full synergy range (tip moves ~4 mm a step)
 _BISECT = 5
+_CHUNK = 8  # closing steps probed together
 _PER_LINK = 40  # probe vertices per link while closing
 _SWEEP_BAND = 0.0015  # closing and sliding need exact distances only this close (touch at 0.5 mm)
 
@@ -433,6 +434,7 @@ class _SynergyKinematics(_HandKinematics):
                 groups.append(ids)
                 bounds.append(bounds[-1] + len(ids))
         self.finger_probe = np.concatenate(groups)
+        self.probe_finger = np.repeat(np.arange(15) // 3, [len(g) for g in groups])  # finger of each probe
         self.group_start = np.array(bounds[:-1])  # 15 groups: finger-major, link-minor
         stride = max(1, data.num_vertices // 1200)
         probe = np.arange(0, data.num_vertices, stride)
@@ -626,13 +628,26 @@ class ContactGraspSampler:
         c = len(rglob)
         t = np.linspace(0.0, 1.0, _STEPS + 1)
         ang = lo[:, None] + t[None, :, None, None] * (hi - lo)[:, None]  # (C, K, 5, 3)
-        bsz = c * (_STEPS + 1)
-        rep = lambda x: np.repeat(x, _STEPS + 1, axis=0)  # noqa: E731
-        rot = self._local_rotations(kin, rep(rglob), rep(base), ang.reshape(bsz, 5, 3))
-        d = self.sdf(kin.probe_positions(rot, rep(transl), kin.finger_probe), _SWEEP_BAND)
         moving = np.abs(hi - lo) > 1e-9  # (C, 5, 3): links whose joint turns (frozen ones already touch)
-        gmin = self._group_min(kin, d).reshape(c, _STEPS + 1, 5, 3)
-        gmin = np.where(moving[:, None], gmin, np.inf)
+        # the steps in chunks: a finger that has touched (or is not active) is not probed in later chunks -- the
+        # first touching step of every finger is the same as with all steps probed
+        gmin = np.full((c, _STEPS + 1, 5, 3), np.inf)
+        pending = active.copy()
+        for start in range(0, _STEPS + 1, _CHUNK):
+            rows = np.flatnonzero(pending.any(axis=1))
+            if len(rows) == 0:
+                break
+            ks = np.arange(start, min(start + _CHUNK, _STEPS + 1))
+            n = len(ks)
+            rep = lambda x: np.repeat(x[rows], n, axis=0)  # noqa: E731, B023
+            rot = self._local_rotations(kin, rep(rglob), rep(base), ang[rows][:, ks].reshape(-1, 5, 3))
+            pos = kin.probe_positions(rot, rep(transl), kin.finger_probe)
+            need = np.repeat(pending[rows][:, kin.probe_finger], n, axis=0)
+            d = np.full(need.shape, np.inf)
+            d[need] = self.sdf(pos[need], _SWEEP_BAND)
+            g = np.where(moving[rows][:, None], self._group_min(kin, d).reshape(len(rows), n, 5, 3), np.inf)
+            gmin[rows[:, None], ks[None, :]] = g
+            pending[rows] &= ~(g.min(axis=3) <= -self._press).any(axis=1)
         touched = gmin.min(axis=3) <= -self._press  # (C, K, 5)
         first = np.where(touched.any(axis=1), np.argmax(touched, axis=1), -1)  # (C, 5)
         first[~active] = -1
