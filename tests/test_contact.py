@@ -108,9 +108,10 @@ def test_finger_overlap_is_zero_at_rest_and_seen_when_fingers_cross(hand):
 
 # -- grasp types ----------------------------------------------------------------------------------------------
 def test_classify_rules():
-    t = np.array([0.06, 0.004, 0.2, 0.2, 0.03])
-    e = np.array([0.015, 0.05, 0.003, 0.12, 0.012])
-    assert list(classify_approach(t, e, 0.2)) == ["power", "", "lateral", "", "power"]
+    t = np.array([0.06, 0.004, 0.2, 0.2, 0.03, 0.06, 0.06])
+    e = np.array([0.015, 0.05, 0.003, 0.12, 0.012, 0.08, 0.04])
+    # the last two: the middle of a box's big face (no flat hand) and its side 4 cm from an edge
+    assert list(classify_approach(t, e, 0.2)) == ["power", "", "lateral", "", "power", "", "power"]
     assert classify_approach(t, e, 0.2, flat_grasps=True)[1] == "power"
     assert list(classify_approach(t[:1], e[:1], 0.05)) == ["precision"]
 

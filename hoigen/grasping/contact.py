@@ -373,6 +373,7 @@ _PRESHAPE = {"power": (0.08, None), "precision": (0.35, (0.9, 1.25)), "lateral":
 _STEPS = 32  # closing steps over the full synergy range (tip moves ~4 mm a step)
 _BISECT = 5
 _CHUNK = 8  # closing steps probed together
+_SLAB = 0.03  # power grasps on parts at most this thick put the middle finger joints over the edge
 _PER_LINK = 40  # probe vertices per link while closing
 _SWEEP_BAND = 0.0015  # closing and sliding need exact distances only this close (touch at 0.5 mm)
 
@@ -398,16 +399,17 @@ def classify_approach(
     Rules, in order: ``lateral`` where the part is thin across the tangent plane (``exit_min`` <= 6 mm: a plate's
     rim, a lid's edge, a spoon's handle; thumb and fingers pinch across it); rejected on a face of a thin flat part
     (``thickness`` < 15 mm with ``exit_line`` > 2 cm: a flat hand on a face, unless ``flat_grasps``); ``precision``
-    on small objects (diagonal < 10 cm: fingertips); ``power`` where the hand can encircle (``thickness`` <= 9 cm,
-    or an edge within 3 cm to curl around: cylinders, handles, boxes' sides); otherwise rejected (too large to
-    wrap here).
+    on small objects (diagonal < 10 cm: fingertips); ``power`` where the fingers can curl around: an edge or the
+    surface curving away within 3 cm (cylinders, handles, boxes' edges), or within 4.5 cm where the part is at most
+    9 cm thick (a box's side) -- anywhere on a part at most 9 cm thick with ``flat_grasps``; otherwise rejected
+    (too large to wrap here: the middle of a big face, where a hand could only lie flat).
     """
     out = np.full(len(thickness), "", dtype=object)
     exit_line = exit_min if exit_line is None else exit_line
     lateral = exit_min <= 0.006
     flat = (thickness < 0.015) & (exit_line > 0.02) & (not flat_grasps)
     small = object_diagonal < 0.10
-    power = (thickness <= 0.09) | (exit_min <= 0.03)
+    power = (exit_min <= 0.03) | ((thickness <= 0.09) & ((exit_min <= 0.045) | flat_grasps))
     out[~lateral & ~flat & power] = "precision" if small else "power"
     out[~lateral & ~flat & ~power & small] = "precision"
     out[lateral] = "lateral"
@@ -445,6 +447,8 @@ class _SynergyKinematics(_HandKinematics):
         self.flexion = np.array([THUMB_SYNERGY if f == "thumb" else FINGER_SYNERGY for f in FINGERS])
         # abduction sign that fans each finger away from the middle finger (0 for the middle finger)
         tips = self.rest_vertices[data.tip_vertex_ids]
+        # how far ahead of the palm point the fingers' middle joints (PIP) are, along the fingers
+        self.pip_reach = float((self.rest_j[0, [2, 5, 8, 11]].mean(axis=0) - self.palm_point) @ self.forward)
         self.fan = np.zeros(5)
         for k, finger in enumerate(FINGERS):
             if finger in ("thumb", "middle"):
@@ -579,12 +583,18 @@ class ContactGraspSampler:
                 self.rejected[reason] = self.rejected.get(reason, 0) + 1
                 continue
             kind = types[i]
+            point = pts[i]
             if kind == "lateral":
                 k = int(np.argmin(exit_at[i]))
                 direction = dirs[i, k] * (1.0 if rng.uniform() < 0.5 else -1.0)
             elif rng.uniform() < cfg.edge_bias:
                 w = np.exp(-exit_at[i] / 0.02)
-                direction = dirs[i, rng.choice(12, p=w / w.sum())]
+                k = rng.choice(12, p=w / w.sum())
+                direction = dirs[i, k]
+                if kind == "power" and thickness[i] <= _SLAB and exit_at[i, k] < kin.pip_reach:
+                    # a slab's edge: the palm moves back until the fingers' middle joints are over the edge, the
+                    # proximal phalanges lie on the near face and the middle and distal ones curl around the edge
+                    point = point - direction * (kin.pip_reach - exit_at[i, k])
             else:
                 ang = rng.uniform(0.0, 2.0 * np.pi)
                 direction = np.cos(ang) * dirs[i, 0] + np.sin(ang) * dirs[i, 3]
@@ -593,7 +603,7 @@ class ContactGraspSampler:
             roll = float(np.arctan2(np.cross(fingers0, direction) @ -nrm[i], fingers0 @ direction) + jitter)
             out.append(
                 {
-                    "point": pts[i],
+                    "point": point,
                     "normal": nrm[i],
                     "roll": roll,
                     "type": kind,
