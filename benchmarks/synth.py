@@ -1,7 +1,7 @@
 """Synthesis benchmark: ``run_synth`` end to end on builtin:nocs -- throughput, worker scaling, stage shares, memory.
 
     python benchmarks/synth.py [--n 12] [--frames 8] [--sizes 256 512] [--rounds 2] [--quick] [--json out.json]
-    python benchmarks/synth.py --frame-cost [--frame-cost-frames 8 16 49] [--n 6] [--rounds 2] [--json out.json]
+    python benchmarks/synth.py --frame-cost [--frame-cost-frames 8 16 49] [--n 6] [--rounds 3] [--json out.json]
 
 Every run is a fresh ``run_synth`` (local executor, default config but for T and the image size, seed fixed) into a
 temporary folder, with ``--samples-per-shard`` samples per shard (default 2, so that the work splits over workers):
@@ -38,12 +38,13 @@ frame at 256², T = 8, one worker):
   (spawning the worker, its imports, its first GL context) and any skipped sample's grasp attempts are inside.
   Worker per frame = the shard records' stage seconds summed / (samples made x T): no pool start-up, no skipped
   sample (the records time only the samples made); the first sample's render carries the worker's GL context;
-- rounds: ``--rounds`` (default 2), each a baseline measurement before every run, so that load from other processes
+- rounds: ``--rounds`` (default 3), each a baseline measurement before every run, so that load from other processes
   hits both alike; per T the median wall over rounds; ratio = that / the baseline median;
-- PNG probe, on the shards of the first round's first T: every PNG member decoded and re-encoded by
-  ``hoigen.render.png.encode_png`` at the shards' level (the bytes are checked to be the same) and at lower zlib
-  levels, in this process: ms per frame and bytes per frame of each level -- a measurement of the lever, the shards
-  are written as always.
+- the grasp stage's seconds per sample, and what they may be for a 3x wall ratio with all else as measured;
+- PNG probe, on the shards of the first round's first T: every PNG member decoded and re-encoded, in this process,
+  with OpenCV's PNG writer as ``hoigen.render.png.encode_png`` calls it, at the shards' setting (the bytes are
+  checked to be the shards') and at other zlib levels, strategies and row filters: ms and bytes per frame, in all
+  and per member kind -- a measurement of the lever; the shards are written as always.
 
 The machine may be shared: the load average before and after is printed with the results, and before each round
 the CPU headroom (two CPU-bound Python processes' throughput over one's: 2.0 when two cores are free) bounds what
@@ -65,6 +66,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from hoigen.config import RunConfig
 from hoigen.synth.run import _THREAD_ENV, ShardProducer, SynthJob, run_synth
@@ -219,39 +222,70 @@ class ColourPass:
         self.plain.close()
 
 
-def png_probe(out: Path, levels: tuple[int, ...], repeats: int = 3) -> dict:
-    """Re-encode the PNG members of the shards under ``out`` at each zlib level (best of ``repeats``).
+def png_variants(level: int) -> dict[str, list[int]]:
+    """OpenCV ``imwrite`` parameters of the PNG settings the probe tries; the first is the shards' own."""
+    import cv2
 
-    Returns per level: ms per frame, bytes per frame and whether the bytes equal the shards' (at the shards' level).
+    level_key, filter_key, strategy_key = (
+        cv2.IMWRITE_PNG_COMPRESSION,
+        cv2.IMWRITE_PNG_FILTER,
+        cv2.IMWRITE_PNG_STRATEGY,
+    )
+    sub, rle = cv2.IMWRITE_PNG_FILTER_SUB, cv2.IMWRITE_PNG_STRATEGY_RLE
+    return {
+        f"level {level} (shards)": [level_key, level],
+        "level 1": [level_key, 1],
+        "level 0 (stored)": [level_key, 0],
+        f"level {level}, RLE strategy": [level_key, level, strategy_key, rle],
+        f"level {level}, SUB filter only": [level_key, level, filter_key, sub],
+        "level 1, SUB filter only": [level_key, 1, filter_key, sub],
+    }
+
+
+def png_probe(out: Path, repeats: int = 3) -> dict:
+    """Re-encode the PNG members of the shards under ``out`` with each of :func:`png_variants` (best of ``repeats``).
+
+    ``hoigen.render.png.encode_png`` is OpenCV's PNG writer at a fixed zlib level (libpng's default adaptive row
+    filters); the probe calls OpenCV directly, as it does, and checks that the shards' own setting gives the
+    shards' bytes. Returns per variant: ms and bytes per frame, in all and per member kind (rgb, depth, ...).
     """
+    import cv2
+
     import hoigen.render.png as png
 
-    stored, images, frames = [], [], 0
+    stored, images, kinds, frames = [], [], [], 0
     for path in sorted(out.rglob("hoigen-*.tar")):
         with tarfile.open(path) as tar:
             for member in tar.getmembers():
                 if member.name.endswith(".png"):
                     data = tar.extractfile(member).read()
+                    image = png.decode_png(data)
                     stored.append(data)
-                    images.append(png.decode_png(data))
-                    frames += member.name.endswith(".rgb.png")
-    shard_level = png.PNG_COMPRESSION_LEVEL
-    result = {"frames": frames, "pngs": len(images), "shard_level": shard_level, "levels": {}}
-    try:
-        for level in levels:
-            png.PNG_COMPRESSION_LEVEL = level
+                    images.append(np.ascontiguousarray(image[..., ::-1]) if image.ndim == 3 else image)
+                    kinds.append(member.name.split(".")[-2])
+                    frames += kinds[-1] == "rgb"
+    result = {"frames": frames, "pngs": len(images), "shard_level": png.PNG_COMPRESSION_LEVEL, "variants": {}}
+    for k, (name, params) in enumerate(png_variants(png.PNG_COMPRESSION_LEVEL).items()):
+        per_kind = {}
+        encoded: list[bytes] = [b""] * len(images)
+        for kind in sorted(set(kinds)):
+            where = [i for i, x in enumerate(kinds) if x == kind]
             best = float("inf")
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                encoded = [png.encode_png(image) for image in images]
+                for i in where:
+                    encoded[i] = cv2.imencode(".png", images[i], params)[1].tobytes()
                 best = min(best, time.perf_counter() - t0)
-            result["levels"][str(level)] = {
+            per_kind[kind] = {
                 "ms_per_frame": 1e3 * best / frames,
-                "bytes_per_frame": sum(len(b) for b in encoded) / frames,
-                "same_bytes_as_shards": encoded == stored,
+                "bytes_per_frame": sum(len(encoded[i]) for i in where) / frames,
             }
-    finally:
-        png.PNG_COMPRESSION_LEVEL = shard_level
+        result["variants"][name] = {
+            "ms_per_frame": sum(v["ms_per_frame"] for v in per_kind.values()),
+            "bytes_per_frame": sum(v["bytes_per_frame"] for v in per_kind.values()),
+            "by_member": per_kind,
+            **({"same_bytes_as_shards": encoded == stored} if k == 0 else {}),
+        }
     return result
 
 
@@ -294,7 +328,7 @@ def frame_cost(args, size: int, n: int, per_shard: int, frame_counts: list[int],
                         flush=True,
                     )
                     if probe is None:
-                        probe = png_probe(root / f"cost-r{r}-T{T}", levels=(3, 1, 0))
+                        probe = png_probe(root / f"cost-r{r}-T{T}")
                     shutil.rmtree(root / f"cost-r{r}-T{T}")  # T = 49 runs write tens of MB
     finally:
         baseline.close()
@@ -316,6 +350,9 @@ def frame_cost(args, size: int, n: int, per_shard: int, frame_counts: list[int],
             "ratio_worker": worker / colour_ms,
             "stage_ms_per_frame": stage,
             "stage_share": {k: v / busy for k, v in stage.items()},
+            "grasp_s_per_sample": stage["grasp"] * T / 1e3,
+            # the grasp stage's time per sample at which the wall ratio would be 3x, all else as measured
+            "grasp_budget_s_per_sample_for_3x_wall": (3.0 * colour_ms - (wall - stage["grasp"])) * T / 1e3,
             "wall_ms_per_frame_per_round": [run["wall_ms_per_frame"] for run in trials],
             "runs": trials,
         }
@@ -378,17 +415,34 @@ def print_frame_cost(fc: dict, seed: int, load_before: str, load_after: str, ela
             for r in fc["by_frames"].values()
         )
     )
+    print(
+        "Grasp stage per sample now -> what it may take for a 3x wall ratio, all else as measured: "
+        + ", ".join(
+            f"T = {r['frames_per_sample']}: {r['grasp_s_per_sample']:.2f} s -> "
+            + (
+                f"{r['grasp_budget_s_per_sample_for_3x_wall']:.2f} s"
+                if r["grasp_budget_s_per_sample_for_3x_wall"] > 0
+                else "none (over 3x even with no grasp time)"
+            )
+            for r in fc["by_frames"].values()
+        )
+    )
     probe = fc["png_probe"]
     if probe:
-        cells = ", ".join(
-            f"level {level}: {v['ms_per_frame']:.1f} ms/frame, {v['bytes_per_frame'] / 1e3:.0f} kB/frame"
-            + (" (same bytes as the shards)" if v["same_bytes_as_shards"] else "")
-            for level, v in probe["levels"].items()
-        )
+        variants = probe["variants"]
+        first = next(iter(variants.values()))
         print(
-            f"PNG probe ({probe['pngs']} PNG members of {probe['frames']} frames re-encoded in this process, best of "
-            f"3; shards use level {probe['shard_level']}): {cells}"
+            f"PNG probe: the {probe['pngs']} PNG members of {probe['frames']} frames (the first run's shards) "
+            f"re-encoded in this process, best of 3; same bytes as the shards at their own setting: "
+            f"{'yes' if first['same_bytes_as_shards'] else 'NO'}"
         )
+        print()
+        kinds = list(first["by_member"])
+        print("| PNG setting | ms/frame | kB/frame | " + " | ".join(f"{k} ms" for k in kinds) + " |")
+        print("|---" * (len(kinds) + 3) + "|")
+        for name, v in variants.items():
+            cells = " | ".join(f"{v['by_member'][k]['ms_per_frame']:.1f}" for k in kinds)
+            print(f"| {name} | {v['ms_per_frame']:.1f} | {v['bytes_per_frame'] / 1e3:.0f} | {cells} |")
 
 
 def main():
@@ -530,7 +584,7 @@ def main_frame_cost(args) -> None:
     size = args.sizes[0] if args.sizes else (64 if args.quick else 256)
     frame_counts = args.frame_cost_frames or ([2, 4] if args.quick else [8, 16, 49])
     per_shard = args.samples_per_shard or (1 if args.quick else 2)
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or (1 if args.quick else 3)
     args.baseline_reps = args.baseline_reps or (1 if args.quick else 3)
     load_before = _load()
     start = time.perf_counter()
