@@ -223,3 +223,57 @@ def test_grid_config_is_validated():
             GraspConfig(**kwargs)
     with pytest.raises(ValueError, match="contact-v1"):
         GraspConfig(method="contact-v3")
+    with pytest.raises(ValueError, match="fallback_force_closure"):
+        GraspConfig(min_force_closure=0.02, fallback_force_closure=0.05)
+    with pytest.raises(ValueError, match="press_mm"):
+        GraspConfig(press_mm=6.0)
+
+
+# -- gate: squeeze, relaxed force closure, early rejection ---------------------------------------------------------
+def test_force_closure_gate_relaxes_only_after_half_the_attempts(hand):
+    metrics = {
+        "max_penetration_mm": 1.0,
+        "num_fingers_in_contact": 5,
+        "thumb_contact": True,
+        "thumb_opposition": 0.9,
+        "finger_overlap_mm": 0.0,
+        "force_closure": 0.03,
+    }
+    config = GraspConfig()
+    assert not config.passes(metrics) and config.passes(metrics, relaxed=True)
+    # an unreachable strict gate: the grasp comes from the relaxed second half, and says so
+    cylinder = _asset(trimesh.creation.cylinder(radius=0.03, height=0.15, sections=64), "cylinder")
+    config = GraspConfig(candidates=4, max_attempts=2, min_force_closure=5.0, fallback_force_closure=0.01)
+    g = ContactGraspSampler(cylinder, hand, config).sample(np.random.default_rng(0))
+    assert g.metrics["gate_relaxed"] is True and g.attempts == 8
+    assert g.metrics["force_closure"] >= 0.01
+
+
+def test_early_rejection_never_drops_a_candidate_the_gate_passes(hand):
+    obj = BuiltinSource(("mug",)).object_for(0, np.random.default_rng([3, 0]))
+    config = GraspConfig(candidates=8, min_thumb_opposition=-1.0, min_force_closure=0.0, fallback_force_closure=0.0)
+    s = ContactGraspSampler(obj, hand, config)
+    rng = np.random.default_rng(4)
+    kin = s._kinematics(np.zeros(10))
+    judged = rejected = 0
+    for _ in range(2):
+        for params, _approach in s._candidates(kin, s._approaches(kin, rng, 8), rng):
+            may = s._may_pass(kin, params)
+            m = s._evaluate(kin, params)
+            counts_ok = m["num_fingers_in_contact"] >= config.min_fingers_in_contact and m["thumb_contact"]
+            assert may == counts_ok, (may, m["num_fingers_in_contact"], m["thumb_contact"])
+            judged += 1
+            rejected += not may
+    assert judged >= 8
+
+
+def test_fingers_squeeze_by_press_mm(hand, mug):
+    """The closing stops once a finger link presses ``press_mm`` into the surface: deeper with a larger press."""
+    depth = {}
+    for press in (0.2, 2.0):
+        g = ContactGraspSampler(mug, hand, GraspConfig(candidates=4, press_mm=press)).sample(np.random.default_rng(1))
+        d = MeshSDF(mug.mesh)(hand.forward(g.params).vertices[0])
+        deepest = [-d[hand.part_labels == k].min() * 1000.0 for k in range(1, 6)]
+        depth[press] = np.mean([x for x in deepest if x > -3.0])  # fingers in contact
+        assert max(deepest) <= GraspConfig().max_penetration_mm
+    assert depth[2.0] > depth[0.2] + 0.7, depth
