@@ -64,7 +64,7 @@ def test_grasp_folder_with_a_bad_mesh_skips_it(tmp_path):
 def test_grasp_config_file_and_errors(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
-        yaml.safe_dump({"seed": 5, "objects": {"categories": ["can"]}, "grasp": {"candidates": 2}})
+        yaml.safe_dump({"seed": 5, "objects": {"categories": ["can"]}, "grasp": {"candidates": 2, "max_attempts": 40}})
     )
     result = _run(["grasp", "--config", str(config), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

@@ -37,7 +37,7 @@ OBJECT_ID, HAND_ID = 1, 2
 
 def _config(**objects) -> RunConfig:
     config = RunConfig().replace(
-        camera={"preset": f"square-{SIZE}"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2}
+        camera={"preset": f"square-{SIZE}"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2, "max_attempts": 40}
     )
     return config.replace(objects=objects) if objects else config
 
@@ -414,7 +414,7 @@ def cut_export(tmp_path_factory):
     config = RunConfig().replace(
         camera={"preset": "square-48", "distance": (0.1, 0.11), "target_jitter": 0.0, "fill": 0.0},
         trajectory={"frames": 1},
-        grasp={"candidates": 2},
+        grasp={"candidates": 2, "max_attempts": 40},
         objects={"categories": ("can",)},
     )
     run_synth(SynthJob(config, base / "run", n=1, samples_per_shard=1), workers=1, progress=False)

@@ -48,7 +48,7 @@ OBJECT_ID, HAND_ID = 1, 2
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("coco") / "run"
     config = RunConfig().replace(
-        camera={"preset": f"square-{SIZE}"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2}
+        camera={"preset": f"square-{SIZE}"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2, "max_attempts": 40}
     )
     run_synth(SynthJob(config, out, n=N, samples_per_shard=2), workers=1, progress=False)
     return out

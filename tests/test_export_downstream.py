@@ -66,7 +66,7 @@ def folder_run(tmp_path_factory) -> Path:
         objects={"source": str(objects)},
         camera={"preset": "square-96"},
         trajectory={"frames": 2},
-        grasp={"candidates": 2},
+        grasp={"candidates": 2, "max_attempts": 40},
     )
     return _run(base / "run", config, 1)
 

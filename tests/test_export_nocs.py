@@ -51,7 +51,7 @@ def _run(out: Path, config: RunConfig, n: int) -> Path:
 @pytest.fixture(scope="module")
 def nocs_run(tmp_path_factory) -> Path:
     config = RunConfig().replace(
-        camera={"preset": "nocs-camera"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2}
+        camera={"preset": "nocs-camera"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2, "max_attempts": 40}
     )
     return _run(tmp_path_factory.mktemp("nocs") / "run", config, N_SAMPLES)
 
@@ -90,7 +90,7 @@ def folder_run(tmp_path_factory) -> Path:
         objects={"source": str(objects)},
         camera={"preset": "square-128"},
         trajectory={"frames": 2},
-        grasp={"candidates": 2},
+        grasp={"candidates": 2, "max_attempts": 40},
     )
     return _run(base / "run", config, 2)
 

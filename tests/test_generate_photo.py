@@ -36,7 +36,7 @@ STEPS = 2
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gen-src") / "run"
     config = RunConfig().replace(
-        camera={"preset": "square-64"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2}
+        camera={"preset": "square-64"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2, "max_attempts": 40}
     )
     run_synth(SynthJob(config, out, n=4, samples_per_shard=2), workers=1, progress=False)
     return out

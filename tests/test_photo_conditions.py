@@ -34,7 +34,7 @@ from hoigen.synth.run import SynthJob, run_synth  # noqa: E402
 def frames(tmp_path_factory):
     out = tmp_path_factory.mktemp("photo-cond") / "run"
     config = RunConfig().replace(
-        camera={"preset": "square-128"}, trajectory={"frames": 2}, grasp={"candidates": 2}
+        camera={"preset": "square-128"}, trajectory={"frames": 2}, grasp={"candidates": 2, "max_attempts": 40}
     )
     run_synth(SynthJob(config, out, n=2, samples_per_shard=2), workers=1, progress=False)
     samples = {}

@@ -44,7 +44,7 @@ UINT16_IMAGES = ("depth", "nocs")
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reader") / "run"
     config = RunConfig().replace(
-        camera={"preset": "square-64"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2}
+        camera={"preset": "square-64"}, trajectory={"frames": FRAMES}, grasp={"candidates": 2, "max_attempts": 40}
     )
     run_synth(SynthJob(config, out, n=N, samples_per_shard=PER_SHARD), workers=1, progress=False)
     return out

@@ -31,7 +31,7 @@ N = 3
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text("grasp:\n  candidates: 2\n")
+    path.write_text("grasp:\n  candidates: 2\n  max_attempts: 40\n")
     return path
 
 

@@ -42,7 +42,7 @@ N, PER_SHARD = 3, 2  # two shards: samples 0-1 and 2
 @pytest.fixture(scope="module")
 def config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "tiny.yaml"
-    path.write_text("grasp:\n  candidates: 2\n")
+    path.write_text("grasp:\n  candidates: 2\n  max_attempts: 40\n")
     return path
 
 

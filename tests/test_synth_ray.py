@@ -41,7 +41,7 @@ def renderer_available():
 
 def _config() -> RunConfig:
     return RunConfig().replace(
-        camera={"preset": "square-96"}, trajectory={"frames": 2}, grasp={"candidates": 2}
+        camera={"preset": "square-96"}, trajectory={"frames": 2}, grasp={"candidates": 2, "max_attempts": 40}
     )
 
 

@@ -48,7 +48,7 @@ def dataset(tmp_path_factory) -> Path:
     config = RunConfig().replace(
         camera={"preset": f"{WIDTH}x{HEIGHT}"},
         trajectory={"frames": FRAMES},
-        grasp={"candidates": 2},
+        grasp={"candidates": 2, "max_attempts": 40},
         objects={"categories": ("bottle",)},
     )
     run_synth(SynthJob(config, out, n=2, samples_per_shard=1), workers=1, progress=False)

@@ -75,7 +75,7 @@ def sequence(tmp_path_factory):
     config = RunConfig().replace(
         camera={"preset": size_preset(W, H)},
         trajectory={"frames": APPROACH, "manipulation_frames": MANIPULATION},
-        grasp={"candidates": 2},
+        grasp={"candidates": 2, "max_attempts": 40},
     )
     run_synth(SynthJob(config, Path(out), n=1, samples_per_shard=1), workers=1, progress=False)
     sequences = list(open_sequences(out))

@@ -566,7 +566,7 @@ class ContactGraspSampler:
 
     def _approaches(self, kin: _SynergyKinematics, rng: np.random.Generator, count: int) -> list[dict]:
         cfg = self.config
-        draw = rng.integers(len(self.approach_points), size=6 * count)
+        draw = rng.integers(len(self.approach_points), size=max(6 * count, 48))
         pts, nrm = self.approach_points[draw], self.approach_normals[draw]
         keep = np.ones(len(draw), dtype=bool)
         if cfg.exclude_below:
@@ -707,6 +707,8 @@ class ContactGraspSampler:
     def _candidates(self, kin, approaches: list[dict], rng: np.random.Generator):
         cfg = self.config
         c = len(approaches)
+        if c == 0:  # every drawn approach point was rejected (counted in ``self.rejected``)
+            return []
         rglob = np.stack([_hand_rotation(kin, a["normal"], a["roll"]) for a in approaches])
         base = np.broadcast_to(np.eye(3), (c, NUM_JOINTS, 3, 3)).copy()
         s0 = np.zeros((c, 5))
