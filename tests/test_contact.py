@@ -258,7 +258,7 @@ def test_early_rejection_never_drops_a_candidate_the_gate_passes(hand):
     judged = rejected = 0
     for _ in range(2):
         for params, _approach in s._candidates(kin, s._approaches(kin, rng, 8), rng):
-            may = s._may_pass(kin, params)
+            may = s._enough_contacts(kin, kin.vertices_of(params))
             m = s._evaluate(kin, params)
             counts_ok = m["num_fingers_in_contact"] >= config.min_fingers_in_contact and m["thumb_contact"]
             assert may == counts_ok, (may, m["num_fingers_in_contact"], m["thumb_contact"])

@@ -246,6 +246,13 @@ class GateSelection:
         )
 
 
+def sample_betas(config: GraspConfig, rng: np.random.Generator) -> np.ndarray:
+    """(NUM_BETAS,) hand shape of one attempt: zeros, or normal with ``config.betas_std`` clipped to +-2.5."""
+    if config.betas_std <= 0:
+        return np.zeros(NUM_BETAS)
+    return np.clip(rng.normal(0.0, config.betas_std, NUM_BETAS), -2.5, 2.5)
+
+
 def back_off_penetration(
     params: HandParams,
     vertices_of,
@@ -779,12 +786,13 @@ class ContactGraspSampler:
             out.append((params, approaches[i]))
         return out
 
-    def _may_pass(self, kin, params: HandParams) -> bool:
-        """Early rejection before the metrics: enough fingers (and the thumb) within the contact threshold? The
-        field is exact within the threshold and a lower bound beyond, so the count is the metrics' count."""
+    def _enough_contacts(self, kin, vertices: np.ndarray) -> bool:
+        """Early rejection before the metrics: enough fingers (and the thumb) of the posed ``vertices`` (V, 3) within
+        the contact threshold? The field is exact within the threshold and a lower bound beyond, so the count is the
+        metrics' count."""
         cfg = self.config
         thr = cfg.contact_threshold_mm / 1000.0
-        d = self.sdf(kin.vertices_of(params), thr)
+        d = self.sdf(vertices, thr)
         near = np.array([d[kin.labels == k + 1].min() <= thr for k in range(5)])
         if near.sum() >= cfg.min_fingers_in_contact and (near[0] or not cfg.require_thumb):
             return True
@@ -792,10 +800,14 @@ class ContactGraspSampler:
         self.rejected[key] = self.rejected.get(key, 0) + 1
         return False
 
-    def _evaluate(self, kin, params: HandParams) -> dict:
+    def _evaluate(self, kin, params: HandParams, screen: bool = False) -> dict | None:
+        """Metrics and score of ``params``; with ``screen``, None when :meth:`_enough_contacts` rejects it (the
+        hand is posed once for both)."""
         from hoigen.grasping.metrics import grasp_metrics as metrics_of
 
         out = kin.pose(params)
+        if screen and not self._enough_contacts(kin, out.vertices[0]):
+            return None
         m = metrics_of(
             out.vertices[0],
             kin.data.faces,
@@ -825,10 +837,7 @@ class ContactGraspSampler:
         cfg = self.config
         gate = GateSelection(cfg)
         for attempt in range(cfg.max_attempts):
-            betas = np.zeros(NUM_BETAS)
-            if cfg.betas_std > 0:
-                betas = np.clip(rng.normal(0.0, cfg.betas_std, NUM_BETAS), -2.5, 2.5)
-            kin = self._kinematics(betas)
+            kin = self._kinematics(sample_betas(cfg, rng))
             gate.new_attempt()
             gate.relaxed = attempt >= (cfg.max_attempts + 1) // 2
             approaches = self._approaches(kin, rng, cfg.candidates)
@@ -836,9 +845,9 @@ class ContactGraspSampler:
             passing = []
             for params, approach in self._candidates(kin, approaches, rng):
                 params = back_off_penetration(params, kin.vertices_of, self.sdf, kin.labels, tolerance=self._backoff)
-                if not self._may_pass(kin, params):
+                metrics = self._evaluate(kin, params, screen=True)
+                if metrics is None:
                     continue
-                metrics = self._evaluate(kin, params)
                 metrics["grasp_type"] = approach["type"]
                 metrics["gate_relaxed"] = gate.relaxed
                 info = {

@@ -26,11 +26,12 @@ from hoigen.grasping.contact import (
     _rigid_params,
     _set_joint,
     back_off_penetration,
+    sample_betas,
     score,
 )
 from hoigen.grasping.metrics import grasp_metrics
 from hoigen.grasping.sdf import SurfaceSDF
-from hoigen.hands.model import FINGER_JOINTS, NUM_BETAS, HandModel, HandParams
+from hoigen.hands.model import FINGER_JOINTS, HandModel, HandParams
 
 
 class ContactV1Sampler:
@@ -172,10 +173,7 @@ class ContactV1Sampler:
         threshold = cfg.contact_threshold_mm / 1000.0
         gate = GateSelection(cfg)
         for _attempt in range(cfg.max_attempts):
-            betas = np.zeros(NUM_BETAS)
-            if cfg.betas_std > 0:
-                betas = np.clip(rng.normal(0.0, cfg.betas_std, NUM_BETAS), -2.5, 2.5)
-            kin = self._kinematics(betas)
+            kin = self._kinematics(sample_betas(cfg, rng))
             gate.new_attempt()
             for _ in range(cfg.candidates):
                 gate.tried += 1
