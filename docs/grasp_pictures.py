@@ -21,18 +21,6 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 CATEGORIES = ("bottle", "bowl", "camera", "can", "laptop", "mug")
 
 
-def _look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    z = eye - target
-    z /= np.linalg.norm(z)
-    x = np.cross(up, z)
-    if np.linalg.norm(x) < 1e-6:
-        x = np.cross(np.array([1.0, 0.0, 0.0]), z)
-    x /= np.linalg.norm(x)
-    pose = np.eye(4)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = x, np.cross(z, x), z, eye
-    return pose
-
-
 def tile(obj, hand, grasp, size: int = 320) -> np.ndarray:
     import pyrender
     import trimesh
@@ -62,7 +50,10 @@ def tile(obj, hand, grasp, size: int = 320) -> np.ndarray:
         scene.add(pyrender.Mesh.from_trimesh(trimesh.Trimesh(mesh.vertices, mesh.faces), material=material))
     skin = pyrender.MetallicRoughnessMaterial(baseColorFactor=[0.87, 0.64, 0.52, 1.0], roughnessFactor=0.8)
     scene.add(pyrender.Mesh.from_trimesh(trimesh.Trimesh(verts, hand.faces, process=False), material=skin))
-    pose = _look_at(eye, target, np.asarray(obj.up, dtype=np.float64))
+    from hoigen.geometry.camera import look_at
+
+    # hoigen's OpenCV camera pose (y down, z forward) -> pyrender's OpenGL one (y up, z backward)
+    pose = look_at(eye, target, np.asarray(obj.up, dtype=np.float64)) @ np.diag([1.0, -1.0, -1.0, 1.0])
     scene.add(pyrender.PerspectiveCamera(yfov=np.radians(40)), pose=pose)
     scene.add(pyrender.DirectionalLight(intensity=3.5), pose=pose)
     renderer = pyrender.OffscreenRenderer(size, size)
