@@ -98,6 +98,27 @@ def _loop_config(kw: dict, gpu_default_ckpt: bool, batch_default: int):
     )
 
 
+def _train(ctx, kw: dict, make_task, model: tuple, gpu_default_ckpt: bool, batch_default: int) -> None:
+    """The body of a ``train`` command: ``--config`` defaults, logging, the loop options, the base model folder
+    ``model`` = (option, environment variable, value when neither is set), captions; ``make_task(kw)`` builds the
+    task from the remaining options. Bad input becomes a one-line click error."""
+    import os
+
+    kw = _apply_config(ctx, kw)
+    _setup_logging(kw.pop("verbose"))
+    try:
+        from hoigen.diffusion.common import require_diffusion
+
+        require_diffusion()
+        loop = _loop_config(kw, gpu_default_ckpt=gpu_default_ckpt, batch_default=batch_default)
+        key, env, unset = model
+        kw[key] = kw[key] or os.environ.get(env) or unset
+        kw["captions"] = str(kw["captions"]) if kw["captions"] else None
+        _run(make_task(kw), loop)
+    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 def _run(task, loop) -> None:
     from hoigen.diffusion.training.loop import train
 
@@ -137,22 +158,13 @@ def train():
 @click.pass_context
 def train_hoidiffusion(ctx, **kw):
     """The three T2I-Adapters (+ UNet decoder) on hoigen frames; RUN/final loads in `generate --photo`."""
-    import os
 
-    kw = _apply_config(ctx, kw)
-    _setup_logging(kw.pop("verbose"))
-    try:
-        from hoigen.diffusion.common import require_diffusion
+    def task(kw):
         from hoigen.diffusion.training.hoidiffusion import HOIDiffusionTask, HOIDiffusionTrainConfig
 
-        require_diffusion()
-        loop = _loop_config(kw, gpu_default_ckpt=False, batch_default=8)
-        kw["sd"] = kw["sd"] or os.environ.get("HOIGEN_SD_DIR") or None
-        kw["captions"] = str(kw["captions"]) if kw["captions"] else None
-        config = HOIDiffusionTrainConfig(**kw)
-        _run(HOIDiffusionTask(config), loop)
-    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        return HOIDiffusionTask(HOIDiffusionTrainConfig(**kw))
+
+    _train(ctx, kw, task, model=("sd", "HOIGEN_SD_DIR", None), gpu_default_ckpt=False, batch_default=8)
 
 
 @train.command("hvg3d")
@@ -179,24 +191,15 @@ def train_hoidiffusion(ctx, **kw):
 @click.pass_context
 def train_hvg3d(ctx, **kw):
     """The HVG-3D ControlNet on a frozen CogVideoX-I2V; RUN/final loads in `generate --video hvg3d --hvg3d`."""
-    import os
 
-    kw = _apply_config(ctx, kw)
-    _setup_logging(kw.pop("verbose"))
-    try:
-        from hoigen.diffusion.common import require_diffusion
+    def task(kw):
         from hoigen.diffusion.training.hvg3d import HVG3DTask, HVG3DTrainConfig
 
-        require_diffusion()
-        loop = _loop_config(kw, gpu_default_ckpt=True, batch_default=1)
-        kw["cogvideox"] = kw["cogvideox"] or os.environ.get("HOIGEN_COGVIDEOX_DIR") or ""
         size = kw.pop("size")
-        kw["width"], kw["height"] = (size if size else (None, None))
-        kw["captions"] = str(kw["captions"]) if kw["captions"] else None
-        config = HVG3DTrainConfig(**kw)
-        _run(HVG3DTask(config), loop)
-    except (ValueError, FileNotFoundError, ImportError, FloatingPointError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        kw["width"], kw["height"] = size if size else (None, None)
+        return HVG3DTask(HVG3DTrainConfig(**kw))
+
+    _train(ctx, kw, task, model=("cogvideox", "HOIGEN_COGVIDEOX_DIR", ""), gpu_default_ckpt=True, batch_default=1)
 
 
 @click.command("eval")
