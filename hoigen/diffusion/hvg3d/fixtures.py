@@ -153,7 +153,9 @@ def write_tiny_hvg3d(
     from hoigen.diffusion.hvg3d.model import HVG3DControlNet
     from hoigen.diffusion.hvg3d.weights import save_hvg3d
 
-    transformer = CogVideoXTransformer3DModel.from_pretrained(str(cogvideox_dir), subfolder="transformer")
+    transformer = CogVideoXTransformer3DModel.from_pretrained(
+        str(cogvideox_dir), subfolder="transformer", local_files_only=True
+    )
     model = HVG3DControlNet.from_transformer(
         transformer,
         num_blocks=num_blocks,
