@@ -36,6 +36,37 @@ def test_boxed_in_holds_in_every_direction(box):
     assert result["deviation_mm"] <= 0.5
 
 
+def test_shell_of_a_thin_wall_with_another_behind_it_stays_within_half_a_millimetre():
+    """A 0.5 mm wall 1.2 mm in front of a 5 mm one: an inset of the front face by the default 3 mm ends 1.3 mm deep
+    in the back wall, so checking only its end would build prisms bridging the gap (0.6 mm from both walls in its
+    middle); the whole inset is checked."""
+    from hoigen.grasping.physics import shell_pieces
+
+    front = trimesh.creation.box((0.06, 0.0005, 0.06))
+    back = trimesh.creation.box((0.06, 0.005, 0.06))
+    back.apply_translation((0.0, -0.00395, 0.0))
+    walls = trimesh.util.concatenate([front, back])
+    pieces, deviation = shell_pieces(walls)
+    assert deviation <= 0.0005
+    gap = np.array([[x, -0.00085, z] for x in (-0.02, 0.0, 0.02) for z in (-0.02, 0.0, 0.02)])
+    for p in pieces:  # nothing of the gap between the walls is inside a piece
+        hull = trimesh.convex.convex_hull(p)
+        assert not hull.contains(gap).any()
+
+
+def test_the_inside_of_an_open_mesh_with_several_pieces_is_the_whole_mesh():
+    """Scans have open fragments: behind an open sheet its own field is negative, so the union-of-closed-parts
+    rule (the smallest field) would put a sheet 1 cm behind another 1 cm inside the object."""
+    from hoigen.grasping.physics import _Inside
+
+    sheet = trimesh.Trimesh([[0, 0, 0], [0.05, 0, 0], [0.05, 0.05, 0], [0, 0.05, 0]], [[0, 1, 2], [0, 2, 3]])
+    behind = sheet.copy()
+    behind.apply_translation((0.0, 0.0, -0.01))
+    open_mesh = trimesh.util.concatenate([sheet, behind])
+    assert not open_mesh.is_watertight
+    np.testing.assert_allclose(_Inside(open_mesh)(open_mesh.vertices), 0.0, atol=1e-9)
+
+
 def test_shell_pieces_cover_the_surface_within_half_a_millimetre():
     from hoigen.grasping.physics import shell_pieces
     from hoigen.grasping.sdf import MeshSDF

@@ -58,13 +58,45 @@ def _import_mujoco():
     return mujoco
 
 
+class _WindingField:
+    """Signed distance of a mesh that is not closed (a scan with holes, open fragments or flipped faces): the exact
+    unsigned distance (:class:`MeshSDF`'s tree) with the sign of the generalised winding number (inside where it is
+    over 1/2; libigl's fast winding number). The pseudonormal sign of :class:`MeshSDF` flips next to a flipped face
+    or behind an open sheet (measured: +2 mm for a point 2 mm inside YCB's spoon, where trimesh's ray test agrees
+    with the winding number)."""
+
+    def __init__(self, mesh: trimesh.Trimesh, exact: MeshSDF | None = None):
+        import igl
+
+        self.exact = exact if exact is not None else MeshSDF(mesh)
+        self._bvh = None
+        if hasattr(igl, "FastWindingNumberBVH"):  # libigl >= 2.6: the hierarchy built once
+            self._bvh = igl.FastWindingNumberBVH()
+            self._bvh.init(self.exact.vertices, self.exact.faces)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        import igl
+
+        p = np.ascontiguousarray(np.asarray(points, dtype=np.float64).reshape(-1, 3))
+        d = np.abs(self.exact(p))
+        if self._bvh is not None:
+            winding = self._bvh.winding_number(p)
+        else:
+            winding = igl.fast_winding_number(self.exact.vertices, self.exact.faces, p)
+        return np.where(winding > 0.5, -d, d)
+
+
 class _Inside:
     """Exact signed distance to a union of closed parts (a hand is several overlapping ones): the smallest
-    :class:`MeshSDF` value over the mesh's connected components (one component: that mesh's field)."""
+    :class:`MeshSDF` value over the mesh's connected components (one component: that mesh's field). A mesh that is
+    not closed gets one :class:`_WindingField` (its open fragments have no inside of their own: behind one, its
+    field would be negative centimetres away)."""
 
     def __init__(self, mesh: trimesh.Trimesh, exact: MeshSDF | None = None):
         parts = trimesh.graph.connected_components(mesh.face_adjacency, nodes=np.arange(len(mesh.faces)))
-        if len(parts) <= 1:
+        if not mesh.is_watertight:
+            self.fields = [_WindingField(mesh, exact)]
+        elif len(parts) <= 1:
             self.fields = [exact if exact is not None else MeshSDF(mesh)]
         else:
             self.fields = [MeshSDF(mesh.submesh([p], append=True)) for p in parts if len(p) >= 4]
@@ -102,6 +134,9 @@ def shell_pieces(
     todo = np.flatnonzero(keep) if keep is not None else np.arange(len(faces))
     major = np.argmax(np.abs(fn), axis=1)
     axis_bin = major * 2 + (fn[np.arange(len(fn)), major] > 0)
+    # a piece never joins two connected parts (two walls a millimetre apart would be bridged across the gap)
+    part = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(faces))
+    axis_bin = axis_bin + 6 * part
     pieces: list[np.ndarray] = []
     worst = 0.0
     size = patch
@@ -132,6 +167,13 @@ def shell_pieces(
     return pieces, worst
 
 
+# barycentric sample points on a hull face: centre, toward each corner, edge midpoints
+_FACE_SAMPLES = np.array(
+    [[1 / 3, 1 / 3, 1 / 3], [2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]]
+    + [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.5, 0.0, 0.5]]
+)
+
+
 def _pieces(verts, vn, faces, groups, thickness, field) -> tuple[list[np.ndarray], np.ndarray]:
     """One convex piece per face group (outer vertices + inset copy) and its measured protrusion (metres)."""
     from scipy.spatial import ConvexHull, QhullError
@@ -142,9 +184,13 @@ def _pieces(verts, vn, faces, groups, thickness, field) -> tuple[list[np.ndarray
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     outer, normal = verts[flat], vn[flat]
     t = np.full(len(groups), thickness)
-    for _ in range(4):  # thinner where the wall is thin: the inset copy must stay well inside
-        inner = outer - np.repeat(t, counts)[:, None] * normal
-        deep = np.maximum.reduceat(field(inner) + 0.4 * np.repeat(t, counts), start) <= 0.0
+    # thinner where the wall is thin: the whole inset segment must stay well inside (checking its end alone misses
+    # a thin wall whose inset end lands in the next wall behind it)
+    fraction = np.linspace(0.125, 1.0, 8)
+    for _ in range(6):
+        tt = np.repeat(t, counts)[:, None, None] * fraction[None, :, None]
+        d = field((outer[:, None] - tt * normal[:, None]).reshape(-1, 3)).reshape(len(outer), len(fraction))
+        deep = np.maximum.reduceat((d + 0.4 * tt[..., 0]).max(axis=1), start) <= 0.0
         if deep.all():
             break
         t = np.where(deep, t, 0.5 * t)
@@ -157,7 +203,9 @@ def _pieces(verts, vn, faces, groups, thickness, field) -> tuple[list[np.ndarray
         try:
             hull = ConvexHull(piece)
             tri = piece[hull.simplices]
-            pts = np.concatenate([tri.mean(axis=1), 0.5 * (tri[:, 0] + tri[:, 1]), piece[hull.vertices]])
+            # the hull's vertices, and on each of its faces the centre, a point toward each corner and the edge
+            # midpoints (a face bridging a gap between two walls shows there)
+            pts = np.concatenate([np.einsum("kc,fcd->fkd", _FACE_SAMPLES, tri).reshape(-1, 3), piece[hull.vertices]])
         except QhullError:
             pts = piece
         samples.append(pts)
