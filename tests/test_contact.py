@@ -8,7 +8,7 @@ import pytest
 import trimesh
 
 from hoigen.grasping import ContactGraspSampler, GraspConfig, GridSDF, MeshSDF, force_closure_epsilon
-from hoigen.grasping.contact import classify_approach
+from hoigen.grasping.contact import _hand_rotation, classify_approach
 from hoigen.grasping.metrics import HandLinks, finger_overlap_mm
 from hoigen.hands import BuiltinHand
 from hoigen.hands.model import FINGER_JOINTS, FINGERS, HandParams
@@ -145,10 +145,19 @@ def test_grasp_types_on_a_cylinder_a_thin_plate_and_a_small_sphere(hand):
         "lateral",
     ]
     kin = s._kinematics(np.zeros(10))
-    approaches = s._approaches(kin, np.random.default_rng(1), 12)
-    assert approaches and all(a["type"] == "lateral" for a in approaches)
-    # at the rim, never a flat hand on the face: every approach point lies within 1 cm of the plate's edge
-    assert all(np.abs(a["point"][[0, 2]]).max() > 0.07 for a in approaches)
+    approaches = s._approaches(kin, np.random.default_rng(1), 24)
+    lateral = [a for a in approaches if a["type"] == "lateral"]
+    wraps = [a for a in approaches if a["type"] != "lateral"]
+    assert lateral and wraps
+    # never a flat hand on the face: lateral pinches at the rim (approach points within 1 cm of the plate's edge)
+    # and, from a face within 3 cm of the rim, power wraps of the rim (the palm on the face moved back so the
+    # fingers' middle joints are over the edge)
+    assert all(np.abs(a["point"][[0, 2]]).max() > 0.07 for a in lateral)
+    assert all(a["type"] == "power" and abs(a["normal"][1]) > 0.99 and a["edge_mm"] <= 30.0 for a in wraps)
+    for a in wraps:  # the middle joints (pip_reach ahead of the palm point along the fingers) are at the rim
+        fingers = _hand_rotation(kin, a["normal"], a["roll"]) @ kin.forward
+        pip = a["point"] + fingers * kin.pip_reach
+        assert abs(np.abs(pip[[0, 2]]).max() - 0.08) < 0.015, (a, pip)
     assert s.rejected.get("flat face of a thin part", 0) > 0
 
     sphere = _asset(trimesh.creation.icosphere(subdivisions=4, radius=0.02), "sphere")
@@ -268,12 +277,22 @@ def test_early_rejection_never_drops_a_candidate_the_gate_passes(hand):
 
 
 def test_fingers_squeeze_by_press_mm(hand, mug):
-    """The closing stops once a finger link presses ``press_mm`` into the surface: deeper with a larger press."""
+    """The closing stops once a finger link presses ``press_mm`` into the surface: the same approaches closed with
+    2 mm instead of 0.2 mm go about 1.8 mm deeper (before any back-off), and no grasp passes the penetration gate."""
     depth = {}
     for press in (0.2, 2.0):
-        g = ContactGraspSampler(mug, hand, GraspConfig(candidates=4, press_mm=press)).sample(np.random.default_rng(1))
-        d = MeshSDF(mug.mesh)(hand.forward(g.params).vertices[0])
-        deepest = [-d[hand.part_labels == k].min() * 1000.0 for k in range(1, 6)]
-        depth[press] = np.mean([x for x in deepest if x > -3.0])  # fingers in contact
-        assert max(deepest) <= GraspConfig().max_penetration_mm
-    assert depth[2.0] > depth[0.2] + 0.7, depth
+        s = ContactGraspSampler(mug, hand, GraspConfig(candidates=8, press_mm=press))
+        rng = np.random.default_rng(3)
+        kin = s._kinematics(np.zeros(10))
+        closed = s._candidates(kin, s._approaches(kin, rng, 24), rng)
+        rows = []
+        for params, _ in closed:
+            d = s.sdf.exact(kin.vertices_of(params))
+            rows.append([-d[kin.labels == k].min() * 1000.0 for k in range(1, 6)])
+        depth[press] = np.array(rows)
+    assert depth[0.2].shape == depth[2.0].shape and len(depth[2.0]) >= 4
+    both = (depth[0.2] > -0.5) & (depth[2.0] > -0.5)  # fingers touching in both closings
+    assert both.sum() >= 10
+    gain = depth[2.0][both] - depth[0.2][both]
+    assert 1.2 < np.median(gain) < 2.2, gain
+    assert depth[2.0].max() <= GraspConfig().max_penetration_mm + 1.0

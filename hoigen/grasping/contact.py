@@ -381,8 +381,12 @@ _PRESHAPE = {"power": (0.08, None), "precision": (0.35, (0.9, 1.25)), "lateral":
 _STEPS = 32  # closing steps over the full synergy range (tip moves ~4 mm a step)
 _BISECT = 5
 _CHUNK = 8  # closing steps probed together
+_RETRO = np.array([-0.15, -0.3])  # thumb retroposition tried when no opposition leaves it clear (radians)
+_EDGE_WRAP = 0.03  # on a flat face of a thin part, an edge this near is wrapped by the fingers
+_FLAT = 0.09  # a face is flat where straight lines through the point stay inside the part this far both ways
 _SLAB = 0.03  # power grasps on parts at most this thick put the middle finger joints over the edge
 _PER_LINK = 40  # probe vertices per link while closing
+_BACK_OFF = 0.02  # exact distances this deep when the hand backs off to free the thumb
 _SWEEP_BAND = 0.0015  # closing and sliding need exact distances only this close (touch at 0.5 mm)
 
 
@@ -406,7 +410,10 @@ def classify_approach(
 
     Rules, in order: ``lateral`` where the part is thin across the tangent plane (``exit_min`` <= 6 mm: a plate's
     rim, a lid's edge, a spoon's handle; thumb and fingers pinch across it); rejected on a face of a thin flat part
-    (``thickness`` < 15 mm with ``exit_line`` > 2 cm: a flat hand on a face, unless ``flat_grasps``); ``precision``
+    (``thickness`` < 15 mm with ``exit_line`` > 2 cm: a flat hand on a face, unless ``flat_grasps``) except on a
+    flat face (``exit_line`` > 9 cm) within 3 cm of its edge -- there the fingers wrap the edge (a lid's top, a bowl's or a tray's rim: the sampler
+    turns them toward the edge and the palm back until their middle joints are over it, the thumb on the near
+    face); ``precision``
     on small objects (diagonal < 10 cm: fingertips); ``power`` where the fingers can curl around: an edge or the
     surface curving away within 3 cm (cylinders, handles, boxes' edges), or within 4.5 cm where the part is at most
     9 cm thick (a box's side) -- anywhere on a part at most 9 cm thick with ``flat_grasps``; otherwise rejected
@@ -415,7 +422,8 @@ def classify_approach(
     out = np.full(len(thickness), "", dtype=object)
     exit_line = exit_min if exit_line is None else exit_line
     lateral = exit_min <= 0.006
-    flat = (thickness < 0.015) & (exit_line > 0.02) & (not flat_grasps)
+    thin = (thickness < 0.015) & (exit_line > 0.02) & (not flat_grasps)
+    flat = thin & ~((exit_line > _FLAT) & (exit_min <= _EDGE_WRAP))
     small = object_diagonal < 0.10
     power = (exit_min <= 0.03) | ((thickness <= 0.09) & ((exit_min <= 0.045) | flat_grasps))
     out[~lateral & ~flat & power] = "precision" if small else "power"
@@ -581,6 +589,8 @@ class ContactGraspSampler:
         thickness, exit_at, dirs = self._local_geometry(pts, nrm)
         line = np.maximum(exit_at[:, :6], exit_at[:, 6:]).min(axis=1)
         types = classify_approach(thickness, exit_at.min(axis=1), self.diagonal, cfg.flat_grasps, line)
+        # a face of a thin part near its edge (classify_approach): the fingers always go toward that edge
+        thin_face = (thickness < 0.015) & (line > _FLAT) & (not cfg.flat_grasps)
         out = []
         for i in range(len(draw)):
             if not keep[i]:
@@ -595,7 +605,7 @@ class ContactGraspSampler:
             if kind == "lateral":
                 k = int(np.argmin(exit_at[i]))
                 direction = dirs[i, k] * (1.0 if rng.uniform() < 0.5 else -1.0)
-            elif rng.uniform() < cfg.edge_bias:
+            elif thin_face[i] or rng.uniform() < cfg.edge_bias:
                 w = np.exp(-exit_at[i] / 0.02)
                 k = rng.choice(12, p=w / w.sum())
                 direction = dirs[i, k]
@@ -711,7 +721,9 @@ class ContactGraspSampler:
             link = np.where(more, np.where(new_link >= 0, np.maximum(new_link, link + 1), 2), 2)
         return angles
 
-    def _candidates(self, kin, approaches: list[dict], rng: np.random.Generator):
+    def _candidates(self, kin, approaches: list[dict], rng: np.random.Generator, keep: int | None = None):
+        """Pose, slide in and close the hand for ``approaches``: (params, approach) of at most ``keep`` (default
+        all) of them, the first that slid onto the object with the thumb clear, in order."""
         cfg = self.config
         c = len(approaches)
         if c == 0:  # every drawn approach point was rejected (counted in ``self.rejected``)
@@ -759,22 +771,41 @@ class ContactGraspSampler:
             ok &= ~gone
             moving &= ~gone
         ok &= ~moving
+        self._count("slide: blocked at the start or missed the object", int((~ok).sum()))
         transl = transl - normal * travelled[:, None]
         # thumb into opposition: the largest fraction of the sampled opposition that leaves it clear of the object
+        # (down to none, then a little retroposition: with the palm on a face the thumb's plane is the face's)
         opp = np.array([a["thumb_opposition"] for a in approaches])
-        fractions = np.linspace(1.0, 0.0, 9)
-        trial = np.repeat(base, len(fractions), axis=0)
-        trial[:, 13] = rotation_about(kin.opposition_axis, (opp[:, None] * fractions[None]).reshape(-1))
-        rep = lambda x: np.repeat(x, len(fractions), axis=0)  # noqa: E731
+        tries = np.concatenate([opp[:, None] * np.linspace(1.0, 0.0, 9)[None], np.tile(_RETRO, (c, 1))], axis=1)
+        n_try = tries.shape[1]
+        trial = np.repeat(base, n_try, axis=0)
+        trial[:, 13] = rotation_about(kin.opposition_axis, tries.reshape(-1))
+        rep = lambda x: np.repeat(x, n_try, axis=0)  # noqa: E731
         rot = self._local_rotations(kin, rep(rglob), trial, rep(pre_angles))
-        clear = self.sdf(kin.probe_positions(rot, rep(transl), kin.thumb_probe), _SWEEP_BAND).min(axis=1)
-        clear = clear.reshape(c, len(fractions)) > self._touch
+        gap = self.sdf(kin.probe_positions(rot, rep(transl), kin.thumb_probe), _SWEEP_BAND).min(axis=1)
+        gap = gap.reshape(c, n_try)
+        clear = gap > self._touch
+        # no thumb position clear (the palm on a face, the thenar below its plane): the hand backs off along the
+        # normal until the least penetrating one is, then the fingers close from there
+        back = np.flatnonzero(ok & ~clear.any(axis=1))
+        if len(back):
+            k = np.argmax(gap[back], axis=1)
+            thumb_rot = rot.reshape(c, n_try, *rot.shape[1:])[back, k]
+            moved = transl[back].copy()
+            for _ in range(3):  # exact depths (beyond the band the sweep's field is only a bound)
+                depth = self.sdf(kin.probe_positions(thumb_rot, moved, kin.thumb_probe), _BACK_OFF).min(axis=1)
+                moved += normal[back] * np.maximum(self._touch + self._settle - depth, 0.0)[:, None]
+            fixed = self.sdf(kin.probe_positions(thumb_rot, moved, kin.thumb_probe), _BACK_OFF).min(axis=1)
+            fixed = fixed > self._touch
+            transl[back[fixed]] = moved[fixed]
+            clear[back[fixed], k[fixed]] = True
+        self._count("thumb cannot clear the object", int((ok & ~clear.any(axis=1)).sum()))
         ok &= clear.any(axis=1)
-        best = fractions[np.argmax(clear, axis=1)]
+        best = tries[np.arange(c), np.argmax(clear, axis=1)]
         for i, a in enumerate(approaches):
-            a["thumb_opposition"] = float(opp[i] * best[i])
+            a["thumb_opposition"] = float(best[i])
             base[i, 13] = rotation_about(kin.opposition_axis, a["thumb_opposition"])
-        sel = np.flatnonzero(ok)
+        sel = np.flatnonzero(ok)[:keep]
         if len(sel) == 0:
             return []
         angles = self._close(kin, rglob[sel], base[sel], transl[sel], s0[sel])
@@ -785,6 +816,10 @@ class ContactGraspSampler:
             params = HandParams(matrix_to_axis_angle(rglob[i]), pose, transl[i], kin.betas)
             out.append((params, approaches[i]))
         return out
+
+    def _count(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
 
     def _enough_contacts(self, kin, vertices: np.ndarray) -> bool:
         """Early rejection before the metrics: enough fingers (and the thumb) of the posed ``vertices`` (V, 3) within
@@ -840,10 +875,13 @@ class ContactGraspSampler:
             kin = self._kinematics(sample_betas(cfg, rng))
             gate.new_attempt()
             gate.relaxed = attempt >= (cfg.max_attempts + 1) // 2
-            approaches = self._approaches(kin, rng, cfg.candidates)
-            gate.tried += cfg.candidates
+            # twice the approaches: those that cannot slide in or free the thumb are dropped before the closing,
+            # which gets the first ``candidates`` of the rest
+            approaches = self._approaches(kin, rng, 2 * cfg.candidates)
+            closed = self._candidates(kin, approaches, rng, keep=cfg.candidates)
+            gate.tried += len(closed)
             passing = []
-            for params, approach in self._candidates(kin, approaches, rng):
+            for params, approach in closed:
                 params = back_off_penetration(params, kin.vertices_of, self.sdf, kin.labels, tolerance=self._backoff)
                 metrics = self._evaluate(kin, params, screen=True)
                 if metrics is None:
