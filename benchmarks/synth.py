@@ -233,11 +233,11 @@ def png_variants(level: int) -> dict[str, list[int]]:
     )
     sub, rle = cv2.IMWRITE_PNG_FILTER_SUB, cv2.IMWRITE_PNG_STRATEGY_RLE
     return {
-        f"level {level} (shards)": [level_key, level],
+        f"level {level}, SUB filter only (shards)": [level_key, level, filter_key, sub],
+        f"level {level}, adaptive filters (before)": [level_key, level],
         "level 1": [level_key, 1],
         "level 0 (stored)": [level_key, 0],
         f"level {level}, RLE strategy": [level_key, level, strategy_key, rle],
-        f"level {level}, SUB filter only": [level_key, level, filter_key, sub],
         "level 1, SUB filter only": [level_key, 1, filter_key, sub],
     }
 
@@ -245,8 +245,8 @@ def png_variants(level: int) -> dict[str, list[int]]:
 def png_probe(out: Path, repeats: int = 3) -> dict:
     """Re-encode the PNG members of the shards under ``out`` with each of :func:`png_variants` (best of ``repeats``).
 
-    ``hoigen.render.png.encode_png`` is OpenCV's PNG writer at a fixed zlib level (libpng's default adaptive row
-    filters); the probe calls OpenCV directly, as it does, and checks that the shards' own setting gives the
+    ``hoigen.render.png.encode_png`` is OpenCV's PNG writer at a fixed zlib level with libpng's SUB row filter;
+    the probe calls OpenCV directly, as it does, and checks that the shards' own setting gives the
     shards' bytes. Returns per variant: ms and bytes per frame, in all and per member kind (rgb, depth, ...).
     """
     import cv2
