@@ -59,7 +59,8 @@ class GraspConfig:
             :class:`ContactGraspSampler`), ``contact-v1`` (the earlier joint-by-joint sampler, kept as a baseline,
             see ``hoigen.grasping.contact_v1``) or ``grabnet`` (GrabNet's released networks; needs the MANO hand and
             the weights, see ``hoigen.grasping.grabnet``).
-        candidates: candidates tried per attempt.
+        candidates: candidates closed per attempt (``contact``: the first that slide in with the thumb clear, of
+            twice as many approaches drawn).
         max_attempts: attempts (batches of candidates) before giving up on an object.
         contact_threshold_mm: a part within this distance of the surface is in contact.
         max_penetration_mm: gate: deepest allowed hand vertex inside the object.
