@@ -391,6 +391,12 @@ _BACK_OFF = 0.02  # exact distances this deep when the hand backs off to free th
 _SWEEP_BAND = 0.0015  # closing and sliding need exact distances only this close (touch at 0.5 mm)
 
 
+def _thin_flat_face(thickness: np.ndarray, exit_line: np.ndarray, flat_grasps: bool) -> np.ndarray:
+    """Points on a flat face (straight lines stay inside ``_FLAT`` both ways) of a part under 15 mm thick, where
+    the hand does not lie flat (``flat_grasps`` off): grasped only by wrapping a near edge."""
+    return (thickness < 0.015) & (exit_line > _FLAT) & (not flat_grasps)
+
+
 def classify_approach(
     thickness: np.ndarray,
     exit_min: np.ndarray,
@@ -412,9 +418,9 @@ def classify_approach(
     Rules, in order: ``lateral`` where the part is thin across the tangent plane (``exit_min`` <= 6 mm: a plate's
     rim, a lid's edge, a spoon's handle; thumb and fingers pinch across it); rejected on a face of a thin flat part
     (``thickness`` < 15 mm with ``exit_line`` > 2 cm: a flat hand on a face, unless ``flat_grasps``) except on a
-    flat face (``exit_line`` > 9 cm) within 3 cm of its edge -- there the fingers wrap the edge (a lid's top, a bowl's or a tray's rim: the sampler
-    turns them toward the edge and the palm back until their middle joints are over it, the thumb on the near
-    face); ``precision``
+    flat face (``exit_line`` > 9 cm) within 3 cm of its edge -- there the fingers wrap the edge (a laptop lid's top,
+    a tray's rim: the sampler turns them toward the edge and the palm back until their middle joints are over it,
+    the thumb on the near face); ``precision``
     on small objects (diagonal < 10 cm: fingertips); ``power`` where the fingers can curl around: an edge or the
     surface curving away within 3 cm (cylinders, handles, boxes' edges), or within 4.5 cm where the part is at most
     9 cm thick (a box's side) -- anywhere on a part at most 9 cm thick with ``flat_grasps``; otherwise rejected
@@ -424,7 +430,7 @@ def classify_approach(
     exit_line = exit_min if exit_line is None else exit_line
     lateral = exit_min <= 0.006
     thin = (thickness < 0.015) & (exit_line > 0.02) & (not flat_grasps)
-    flat = thin & ~((exit_line > _FLAT) & (exit_min <= _EDGE_WRAP))
+    flat = thin & ~(_thin_flat_face(thickness, exit_line, flat_grasps) & (exit_min <= _EDGE_WRAP))
     small = object_diagonal < 0.10
     power = (exit_min <= 0.03) | ((thickness <= 0.09) & ((exit_min <= 0.045) | flat_grasps))
     out[~lateral & ~flat & power] = "precision" if small else "power"
@@ -590,16 +596,16 @@ class ContactGraspSampler:
         thickness, exit_at, dirs = self._local_geometry(pts, nrm)
         line = np.maximum(exit_at[:, :6], exit_at[:, 6:]).min(axis=1)
         types = classify_approach(thickness, exit_at.min(axis=1), self.diagonal, cfg.flat_grasps, line)
-        # a face of a thin part near its edge (classify_approach): the fingers always go toward that edge
-        thin_face = (thickness < 0.015) & (line > _FLAT) & (not cfg.flat_grasps)
+        # a flat face of a thin part (classified power only near its edge): the fingers always go toward that edge
+        thin_face = _thin_flat_face(thickness, line, cfg.flat_grasps)
         out = []
         for i in range(len(draw)):
             if not keep[i]:
-                self.rejected["below"] = self.rejected.get("below", 0) + 1
+                self._count("below")
                 continue
             if types[i] == "":
                 reason = "flat face of a thin part" if thickness[i] < 0.015 else "too large to wrap"
-                self.rejected[reason] = self.rejected.get(reason, 0) + 1
+                self._count(reason)
                 continue
             kind = types[i]
             point = pts[i]
@@ -832,8 +838,7 @@ class ContactGraspSampler:
         near = np.array([d[kin.labels == k + 1].min() <= thr for k in range(5)])
         if near.sum() >= cfg.min_fingers_in_contact and (near[0] or not cfg.require_thumb):
             return True
-        key = "closing left the thumb or too many fingers off the object"
-        self.rejected[key] = self.rejected.get(key, 0) + 1
+        self._count("closing left the thumb or too many fingers off the object")
         return False
 
     def _evaluate(self, kin, params: HandParams, screen: bool = False) -> dict | None:

@@ -244,6 +244,7 @@ class HoldTest:
         self.mujoco = _import_mujoco()
         self.mesh = mesh
         self.sdf = MeshSDF(mesh)
+        self._inside = _Inside(mesh, self.sdf)  # the shells' field, built once per object
         self.friction = float(friction)
         self.duration = float(duration)
         self.max_displacement = float(max_displacement)
@@ -322,14 +323,14 @@ class HoldTest:
     def run_mesh(self, hand_mesh: trimesh.Trimesh | None) -> dict:
         """Hold test against a static ``hand_mesh`` (object frame; None = no hand, the free-fall control)."""
         if hand_mesh is None:
-            pieces, _ = shell_pieces(self.mesh, sdf=self.sdf, keep=np.zeros(len(self.mesh.faces), bool))
+            pieces, _ = shell_pieces(self.mesh, field=self._inside, keep=np.zeros(len(self.mesh.faces), bool))
             result = self._simulate(self._xml(pieces, []))
             result.update(deviation_mm=0.0, pieces=0)
             return result
         hand_sdf = _Inside(hand_mesh)
         near_obj = np.abs(hand_sdf(self._centroids)) < self.reach
         near_hand = np.abs(self.sdf(np.asarray(hand_mesh.triangles_center))) < self.reach
-        obj_pieces, dev_o = shell_pieces(self.mesh, sdf=self.sdf, keep=near_obj)
+        obj_pieces, dev_o = shell_pieces(self.mesh, field=self._inside, keep=near_obj)
         hand_pieces, dev_h = shell_pieces(hand_mesh, field=hand_sdf, keep=near_hand)
         result = self._simulate(self._xml(obj_pieces, hand_pieces))
         result.update(deviation_mm=1000.0 * max(dev_o, dev_h), pieces=len(obj_pieces) + len(hand_pieces))
@@ -361,7 +362,7 @@ class HoldTest:
                 h[axis] = wall
                 boxes.append((c, h))
         keep = np.ones(len(self.mesh.faces), dtype=bool)
-        pieces, dev = shell_pieces(self.mesh, sdf=self.sdf, keep=keep)
+        pieces, dev = shell_pieces(self.mesh, field=self._inside, keep=keep)
         result = self._simulate(self._xml(pieces, [], boxes))
         result.update(deviation_mm=1000.0 * dev, pieces=len(pieces))
         return result

@@ -6,7 +6,8 @@ Encoding is single-threaded libx264 with fixed options, fed YUV planes converted
 range, 2x2 chroma means for yuv420p: what swscale's default conversion computes, without it -- swscale's
 RGB-to-YUV path gave one of two different encodings for the same frames from one call to the next) in frames whose
 row padding is zeroed, with timestamps, and without x264's macroblock tree (which still did), so the same frames give
-the same bytes with the same PyAV build. H.264 is lossy (``crf`` 18 by default, visually lossless): exact images stay in the PNG members.
+the same bytes with the same PyAV build. H.264 is lossy (``crf`` 18 by default, visually lossless): exact images
+stay in the PNG members.
 """
 
 from __future__ import annotations
