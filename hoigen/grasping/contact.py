@@ -467,6 +467,18 @@ class _SynergyKinematics(_HandKinematics):
         self.hand_probe = probe[~thumb[probe]]  # sliding in: the thumb comes into opposition afterwards
         self.thumb_probe = self.finger_probe[: self.group_start[3]]
         self.joint_of_group = np.array([j for f in FINGERS for j in FINGER_JOINTS[f]])
+        # cross-product matrices of the flexion axes (finger-major, link-minor) and their squares
+        ax = self.axes[self.joint_of_group]
+        zero = np.zeros(15)
+        self.cross = np.stack(
+            [
+                np.stack([zero, -ax[:, 2], ax[:, 1]], axis=1),
+                np.stack([ax[:, 2], zero, -ax[:, 0]], axis=1),
+                np.stack([-ax[:, 1], ax[:, 0], zero], axis=1),
+            ],
+            axis=1,
+        )
+        self.cross2 = self.cross @ self.cross
         self.flexion = np.array([THUMB_SYNERGY if f == "thumb" else FINGER_SYNERGY for f in FINGERS])
         # abduction sign that fans each finger away from the middle finger (0 for the middle finger)
         tips = self.rest_vertices[data.tip_vertex_ids]
@@ -646,9 +658,10 @@ class ContactGraspSampler:
         and flexion angles (B, 5, 3)."""
         rot = base.copy()
         rot[:, 0] = rglob
-        for f in range(5):
-            for k, j in enumerate(FINGER_JOINTS[FINGERS[f]]):
-                rot[:, j] = rotation_about(kin.axes[j], angles[:, f, k]) @ base[:, j]
+        # Rodrigues about each joint's fixed flexion axis: I + sin(a) K + (1 - cos(a)) K^2, all joints at once
+        a = angles.reshape(len(angles), 15)[..., None, None]
+        flex = np.eye(3) + np.sin(a) * kin.cross[None] + (1.0 - np.cos(a)) * kin.cross2[None]
+        rot[:, kin.joint_of_group] = flex @ base[:, kin.joint_of_group]
         return rot
 
     def _group_min(self, kin, d: np.ndarray) -> np.ndarray:
@@ -828,39 +841,67 @@ class ContactGraspSampler:
         if n:
             self.rejected[reason] = self.rejected.get(reason, 0) + n
 
-    def _enough_contacts(self, kin, vertices: np.ndarray) -> bool:
+    def _enough_contacts(self, kin, vertices: np.ndarray, dist: np.ndarray | None = None) -> bool:
         """Early rejection before the metrics: enough fingers (and the thumb) of the posed ``vertices`` (V, 3) within
         the contact threshold? The field is exact within the threshold and a lower bound beyond, so the count is the
-        metrics' count."""
+        metrics' count (``dist``: the vertices' distances from ``self.sdf.closest`` when already asked)."""
         cfg = self.config
         thr = cfg.contact_threshold_mm / 1000.0
-        d = self.sdf(vertices, thr)
+        d = self.sdf(vertices, thr) if dist is None else dist
         near = np.array([d[kin.labels == k + 1].min() <= thr for k in range(5)])
         if near.sum() >= cfg.min_fingers_in_contact and (near[0] or not cfg.require_thumb):
             return True
         self._count("closing left the thumb or too many fingers off the object")
         return False
 
-    def _evaluate(self, kin, params: HandParams, screen: bool = False) -> dict | None:
-        """Metrics and score of ``params``; with ``screen``, None when :meth:`_enough_contacts` rejects it (the
-        hand is posed once for both)."""
-        from hoigen.grasping.metrics import grasp_metrics as metrics_of
-
+    def _settled(self, kin, params: HandParams):
+        """Back off a penetration the gate would reject; the final params, their posed hand and its distances
+        (``sdf.closest``, reused by the screen and the metrics)."""
         out = kin.pose(params)
-        if screen and not self._enough_contacts(kin, out.vertices[0]):
+        near = self.sdf.closest(out.vertices[0])
+        if near[0].min() < -self._backoff:
+            params = back_off_penetration(
+                params, kin.vertices_of, self.sdf, kin.labels, tolerance=self._backoff
+            )
+            out = kin.pose(params)
+            near = self.sdf.closest(out.vertices[0])
+        return params, out, near
+
+    def _evaluate(
+        self, kin, params: HandParams, screen: bool = False, posed=None, relaxed: bool | None = None
+    ) -> dict | None:
+        """Metrics and score of ``params``; with ``screen``, None when :meth:`_enough_contacts` rejects it.
+        ``posed``: (HandOutput, distances) of ``params`` from :meth:`_settled`. With ``relaxed`` (the gate's state)
+        the costly terms (finger overlap, force closure) are computed only when the rest of the gate passes -- a
+        candidate failing it fails whatever they are, and its metrics go without them; None = always."""
+        from hoigen.grasping.metrics import grasp_metrics as metrics_of
+        from hoigen.grasping.metrics import link_quality
+
+        out, near = posed if posed is not None else (kin.pose(params), None)
+        vertices = out.vertices[0]
+        if near is None:
+            near = self.sdf.closest(vertices)
+        if screen and not self._enough_contacts(kin, vertices, near[0]):
             return None
+        cfg = self.config
+        thr = cfg.contact_threshold_mm / 1000.0
         m = metrics_of(
-            out.vertices[0],
+            vertices,
             kin.data.faces,
             kin.labels,
             self.sdf,
-            self.config.contact_threshold_mm / 1000.0,
+            thr,
             links=kin.links,
             joints16=out.joints_mano[0],
-            centre=self.centre,
-            scale=self.scale,
-            friction=self.config.friction,
+            distances=near,
+            closure=False,
         )
+        if relaxed is None or cfg.passes(m, relaxed):
+            m.update(
+                link_quality(
+                    vertices, out.joints_mano[0], kin.links, near, thr, self.centre, self.scale, cfg.friction
+                )
+            )
         m["score"] = score_v2(m)
         return m
 
@@ -888,8 +929,8 @@ class ContactGraspSampler:
             gate.tried += len(closed)
             passing = []
             for params, approach in closed:
-                params = back_off_penetration(params, kin.vertices_of, self.sdf, kin.labels, tolerance=self._backoff)
-                metrics = self._evaluate(kin, params, screen=True)
+                params, out, near = self._settled(kin, params)
+                metrics = self._evaluate(kin, params, screen=True, posed=(out, near), relaxed=gate.relaxed)
                 if metrics is None:
                     continue
                 metrics["grasp_type"] = approach["type"]

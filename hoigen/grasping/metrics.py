@@ -233,6 +233,8 @@ def grasp_metrics(
     centre: np.ndarray | None = None,
     scale: float | None = None,
     friction: float = 0.5,
+    distances: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    closure: bool = True,
 ) -> dict:
     """Quality of one posed hand against the object.
 
@@ -247,6 +249,9 @@ def grasp_metrics(
         centre, scale: object centre (3,) and size (metres) for the force-closure metric (default: the contact
             points' centroid and spread).
         friction: friction coefficient of the force-closure metric.
+        distances: ``sdf.closest(vertices)`` when the caller has it already (asked here otherwise).
+        closure: with ``links``, also the costly ``finger_overlap_mm`` and ``force_closure``
+            (:func:`link_quality`).
 
     Returns a JSON-ready dict:
         ``max_penetration_mm``: deepest hand vertex inside the object (0 if none);
@@ -263,7 +268,7 @@ def grasp_metrics(
         with a middle or distal link), ``finger_overlap_mm`` (:func:`finger_overlap_mm`) and
         ``force_closure`` (:func:`force_closure_epsilon` over :func:`contact_patches` of every link and the palm).
     """
-    dist, closest, normals = sdf.closest(vertices)
+    dist, closest, normals = sdf.closest(vertices) if distances is None else distances
     pen = np.clip(-dist, 0.0, None)
     areas = vertex_areas(vertices, faces)
     contact_points, contact_normals, min_dist = {}, {}, {}
@@ -307,17 +312,45 @@ def grasp_metrics(
         if hit:
             per_finger[f] = hit
     with_outer = [f for f, hit in per_finger.items() if "middle" in hit or "distal" in hit]
+    out.update(
+        {
+            "finger_links_in_contact": per_finger,
+            "segment_contact_fraction": len(with_outer) / len(per_finger) if per_finger else 0.0,
+        }
+    )
+    if closure:
+        out.update(
+            link_quality(
+                vertices, joints16, links, (dist, closest, normals), contact_threshold, centre, scale, friction
+            )
+        )
+    return out
+
+
+def link_quality(
+    vertices: np.ndarray,
+    joints16: np.ndarray,
+    links: HandLinks,
+    distances: tuple[np.ndarray, np.ndarray, np.ndarray],
+    contact_threshold: float = 0.003,
+    centre: np.ndarray | None = None,
+    scale: float | None = None,
+    friction: float = 0.5,
+) -> dict:
+    """``finger_overlap_mm`` and ``force_closure`` of :func:`grasp_metrics` (the costly terms: a sampler asks for
+    them only where the rest of its gate passes).
+
+    Args:
+        distances: ``sdf.closest(vertices)`` (signed distances, closest points, normals); the rest as in
+            :func:`grasp_metrics`.
+    """
+    dist, closest, normals = distances
     pts, nrm = contact_patches(dist, closest, normals, vertices, links.dominant, contact_threshold)
     if centre is None:
         centre = pts.mean(axis=0) if len(pts) else np.zeros(3)
     if scale is None:
         scale = float(np.linalg.norm(pts - centre, axis=1).max()) if len(pts) else 1.0
-    out.update(
-        {
-            "finger_links_in_contact": per_finger,
-            "segment_contact_fraction": len(with_outer) / len(per_finger) if per_finger else 0.0,
-            "finger_overlap_mm": finger_overlap_mm(vertices, joints16, links),
-            "force_closure": force_closure_epsilon(pts, nrm, np.asarray(centre), max(scale, 1e-6), friction),
-        }
-    )
-    return out
+    return {
+        "finger_overlap_mm": finger_overlap_mm(vertices, joints16, links),
+        "force_closure": force_closure_epsilon(pts, nrm, np.asarray(centre), max(scale, 1e-6), friction),
+    }
