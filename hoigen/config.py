@@ -190,6 +190,7 @@ RANGES: dict[str, tuple] = {
     "grasp.max_finger_overlap_mm": (lambda v: 0 < v <= 100, "(0, 100] mm"),
     "grasp.min_force_closure": (lambda v: 0 <= v <= 10, "[0, 10]"),
     "grasp.fallback_force_closure": (lambda v: 0 <= v <= 10, "[0, 10]"),
+    "grasp.fallback_after": (lambda v: 0 <= v <= 1000, "0..1000 attempts"),
     "grasp.press_mm": (lambda v: 0 <= v <= 5, "[0, 5] mm"),
     "grasp.friction": (lambda v: 0 < v <= 5, "(0, 5]"),
     "grasp.grid_spacing_mm": (lambda v: 0 < v <= 20, "(0, 20] mm"),

@@ -256,6 +256,15 @@ def test_force_closure_gate_relaxes_only_after_half_the_attempts(hand):
     g = ContactGraspSampler(cylinder, hand, config).sample(np.random.default_rng(0))
     assert g.metrics["gate_relaxed"] is True and g.attempts == 8
     assert g.metrics["force_closure"] >= 0.01
+    # ``fallback_after`` strict attempts, then the relaxed gate (never later than half of max_attempts)
+    config = GraspConfig(
+        candidates=4, max_attempts=6, fallback_after=1, min_force_closure=5.0, fallback_force_closure=0.01
+    )
+    assert config.fallback_start() == 1 and GraspConfig(max_attempts=2, fallback_after=5).fallback_start() == 1
+    g = ContactGraspSampler(cylinder, hand, config).sample(np.random.default_rng(0))
+    assert g.metrics["gate_relaxed"] is True and g.attempts == 8
+    with pytest.raises(ValueError, match="fallback_after"):
+        GraspConfig(fallback_after=-1)
 
 
 def test_early_rejection_never_drops_a_candidate_the_gate_passes(hand):
