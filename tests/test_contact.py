@@ -203,6 +203,32 @@ def test_grid_sdf_error_against_trimesh_and_lower_bound_beyond_the_band(mug):
     assert np.abs(d - exact)[near].max() < 0.05 * MM
 
 
+def test_grid_super_bricks_bound_far_queries_with_one_exact_distance_each(mug):
+    """Centimetres out (where a sliding hand spends most queries) the super-brick bound answers: a lower bound of
+    |d| with the right sign, within two super-brick half-diagonals of the exact distance, and the fine bricks'
+    centres are not asked there."""
+    grid = GridSDF(mug.mesh, spacing=0.001, band=0.0015, fill=False)  # exact within the band, as the sampler
+    rng = np.random.default_rng(6)
+    pts, normals = trimesh.sample.sample_surface(mug.mesh, 600, seed=7)
+    normals = mug.mesh.face_normals[normals]
+    q = pts + normals * rng.uniform(0.02, 0.035, (len(pts), 1))
+    exact = MeshSDF(mug.mesh)(q)
+    got = grid(q)
+    far = exact > 0.018  # beyond every super-brick's reach from a surface point near it
+    assert far.sum() > 200
+    assert (got[far] > 0).all() and (got[far] <= exact[far] + 1e-12).all()
+    reach = np.sqrt(3) * GridSDF.BRICK * GridSDF.SUPER * grid.spacing  # two half-diagonals
+    assert (exact[far] - got[far] <= reach).all()
+    assert np.isnan(grid._centre_d).mean() > 0.99  # the fine level hardly touched
+    # near the surface the exact values, as before
+    near_q = pts + normals * rng.normal(0.0, 0.002, (len(pts), 1))
+    e = MeshSDF(mug.mesh)(near_q)
+    g = grid(near_q)
+    close = np.abs(e) < 0.0015
+    np.testing.assert_allclose(g[close], e[close], atol=1e-9)
+    assert (np.sign(g) == np.sign(e))[np.abs(e) > 1e-5].all()
+
+
 def test_grid_values_do_not_depend_on_query_order(mug):
     rng = np.random.default_rng(4)
     pts, _ = trimesh.sample.sample_surface(mug.mesh, 800, seed=5)

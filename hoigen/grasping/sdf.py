@@ -148,7 +148,8 @@ class MeshSDF:
         edges = np.sort(np.stack([self.faces, np.roll(self.faces, -1, axis=1)], axis=2), axis=2).reshape(
             -1, 2
         )
-        _, inverse = np.unique(edges, axis=0, return_inverse=True)
+        key = edges[:, 0] * np.int64(len(self.vertices)) + edges[:, 1]  # one integer per undirected edge
+        _, inverse = np.unique(key, return_inverse=True)
         inverse = inverse.reshape(-1)
         en = np.zeros((inverse.max() + 1, 3))
         np.add.at(en, inverse, np.repeat(fn, 3, axis=0))
@@ -186,9 +187,10 @@ class GridSDF:
     """A dense narrow-band grid of signed distances with trilinear lookup (metres, the mesh frame, negative inside).
 
     The grid covers the object's bounding box plus ``margin`` with nodes every ``spacing`` metres, in bricks of
-    ``BRICK`` cells per axis. Each brick knows the exact distance ``d_c`` of its centre ``c`` (computed on first
-    touch). A query ``p`` in a brick gets the lower bound ``sign(d_c) (|d_c| - |p - c|)`` where that bound exceeds
-    ``band``; only closer to the surface is the brick's node grid filled (exact :class:`MeshSDF` values, lazily: a
+    ``BRICK`` cells per axis, grouped in super-bricks of ``SUPER`` bricks per axis. Each super-brick and each brick
+    knows the exact distance ``d_c`` of its centre ``c`` (computed on first touch). A query ``p`` gets the lower
+    bound ``sign(d_c) (|d_c| - |p - c|)`` of its super-brick where that exceeds ``band`` (most queries: centimetres
+    out, one exact distance per 64 bricks), else that of its brick where it exceeds ``band``; only closer to the surface is the brick's node grid filled (exact :class:`MeshSDF` values, lazily: a
     grasp pays only for the surface patches its fingers come within ``band`` of) and the value interpolated
     trilinearly. So the field is exact to interpolation error within ``band`` of the surface, a sign-correct lower
     bound beyond (what conservative advancement needs), and a pure function of the mesh and the point (the same
