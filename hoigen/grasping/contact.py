@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hoigen.geometry.rotations import matrix_to_axis_angle, rotation_about
+from hoigen.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rotation_about
 from hoigen.hands.lbs import shaped_rest, skin
 from hoigen.hands.model import (
     FINGER_JOINTS,
@@ -478,18 +478,7 @@ class _SynergyKinematics(_HandKinematics):
         self.hand_probe = probe[~thumb[probe]]  # sliding in: the thumb comes into opposition afterwards
         self.thumb_probe = self.finger_probe[: self.group_start[3]]
         self.joint_of_group = np.array([j for f in FINGERS for j in FINGER_JOINTS[f]])
-        # cross-product matrices of the flexion axes (finger-major, link-minor) and their squares
-        ax = self.axes[self.joint_of_group]
-        zero = np.zeros(15)
-        self.cross = np.stack(
-            [
-                np.stack([zero, -ax[:, 2], ax[:, 1]], axis=1),
-                np.stack([ax[:, 2], zero, -ax[:, 0]], axis=1),
-                np.stack([-ax[:, 1], ax[:, 0], zero], axis=1),
-            ],
-            axis=1,
-        )
-        self.cross2 = self.cross @ self.cross
+        self.group_axes = self.axes[self.joint_of_group]  # (15, 3) flexion axes, finger-major, link-minor
         self.flexion = np.array([THUMB_SYNERGY if f == "thumb" else FINGER_SYNERGY for f in FINGERS])
         # abduction sign that fans each finger away from the middle finger (0 for the middle finger)
         tips = self.rest_vertices[data.tip_vertex_ids]
@@ -669,9 +658,8 @@ class ContactGraspSampler:
         and flexion angles (B, 5, 3)."""
         rot = base.copy()
         rot[:, 0] = rglob
-        # Rodrigues about each joint's fixed flexion axis: I + sin(a) K + (1 - cos(a)) K^2, all joints at once
-        a = angles.reshape(len(angles), 15)[..., None, None]
-        flex = np.eye(3) + np.sin(a) * kin.cross[None] + (1.0 - np.cos(a)) * kin.cross2[None]
+        # every joint about its fixed flexion axis in one call
+        flex = axis_angle_to_matrix(angles.reshape(len(angles), 15)[..., None] * kin.group_axes)
         rot[:, kin.joint_of_group] = flex @ base[:, kin.joint_of_group]
         return rot
 

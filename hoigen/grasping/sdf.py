@@ -190,9 +190,9 @@ class GridSDF:
     ``BRICK`` cells per axis, grouped in super-bricks of ``SUPER`` bricks per axis. Each super-brick and each brick
     knows the exact distance ``d_c`` of its centre ``c`` (computed on first touch). A query ``p`` gets the lower
     bound ``sign(d_c) (|d_c| - |p - c|)`` of its super-brick where that exceeds ``band`` (most queries: centimetres
-    out, one exact distance per 64 bricks), else that of its brick where it exceeds ``band``; only closer to the surface is the brick's node grid filled (exact :class:`MeshSDF` values, lazily: a
-    grasp pays only for the surface patches its fingers come within ``band`` of) and the value interpolated
-    trilinearly. So the field is exact to interpolation error within ``band`` of the surface, a sign-correct lower
+    out, one exact distance per 64 bricks), else that of its brick where it exceeds ``band``; only closer to the
+    surface is the brick's node grid filled (exact :class:`MeshSDF` values, lazily: a grasp pays only for the
+    surface patches its fingers come within ``band`` of) and the value interpolated trilinearly. So the field is exact to interpolation error within ``band`` of the surface, a sign-correct lower
     bound beyond (what conservative advancement needs), and a pure function of the mesh and the point (the same
     values whatever the order of queries: deterministic in every worker). :meth:`closest` (metrics, normals) and
     :meth:`inside` answer exactly within the band instead, without filling bricks: they ask about few points once,
@@ -246,10 +246,6 @@ class GridSDF:
         self._values = np.zeros((0, self.BRICK + 1, self.BRICK + 1, self.BRICK + 1))
         self.bricks_filled = 0
 
-    def _centres(self, keys: np.ndarray) -> np.ndarray:
-        k = np.stack(np.unravel_index(keys, tuple(self.shape)), axis=1)
-        return self.origin + (k + 0.5) * self.BRICK * self.spacing
-
     def _fill(self, keys: np.ndarray) -> None:
         """Fill the node grids of the bricks ``keys`` (K,) flat brick indices (none filled yet)."""
         n = self.BRICK
@@ -282,66 +278,44 @@ class GridSDF:
         idx = np.flatnonzero(inside)
         if len(idx) == 0:
             return out, grad
-        # super-bricks first: most queries are centimetres out, where one exact distance per SUPER^3 bricks bounds
-        # them (the fine bricks' centres are asked only within a super-brick's reach of the surface)
-        ns = n * self.SUPER
-        scell = cell[idx] // ns
-        skey = np.ravel_multi_index(tuple(scell.T), tuple(self.super_shape))
-        ds = self._super_d[skey]
-        unseen = np.isnan(ds)
-        if unseen.any():
-            new = np.unique(skey[unseen])
-            k = np.stack(np.unravel_index(new, tuple(self.super_shape)), axis=1)
-            self._super_d[new] = self.exact(self.origin + (k + 0.5) * ns * self.spacing)
-            ds = self._super_d[skey]
-        scentre = self.origin + (scell + 0.5) * ns * self.spacing
-        sbound = np.abs(ds) - np.linalg.norm(flat[idx] - scentre, axis=1)
-        sfar = sbound > band
-        if sfar.any():
-            fi = idx[sfar]
-            out[fi] = np.sign(ds[sfar]) * sbound[sfar]
-            if gradient:
-                g = (flat[fi] - scentre[sfar]) * np.sign(ds[sfar])[:, None]
+        # super-bricks, then bricks: a point whose level's centre bound exceeds the band gets that bound (most
+        # queries are centimetres out, where one exact distance per SUPER^3 bricks bounds them; the fine bricks'
+        # centres are asked only within a super-brick's reach of the surface)
+        levels = ((n * self.SUPER, self.super_shape, self._super_d), (n, self.shape, self._centre_d))
+        for cells_per, shape, store in levels:
+            level = cell[idx] // cells_per
+            key = np.ravel_multi_index(tuple(level.T), tuple(shape))
+            dc = store[key]
+            unseen = np.isnan(dc)
+            if unseen.any():
+                new = np.unique(key[unseen])
+                k = np.stack(np.unravel_index(new, tuple(shape)), axis=1)
+                store[new] = self.exact(self.origin + (k + 0.5) * cells_per * self.spacing)
+                dc = store[key]
+            centre = self.origin + (level + 0.5) * cells_per * self.spacing
+            bound = np.abs(dc) - np.linalg.norm(flat[idx] - centre, axis=1)
+            far = bound > band
+            fi = idx[far]
+            out[fi] = np.sign(dc[far]) * bound[far]
+            if gradient and len(fi):  # direction away from the centre (outward where outside)
+                g = (flat[fi] - centre[far]) * np.sign(dc[far])[:, None]
                 grad[fi] = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-            idx = idx[~sfar]
+            idx, key = idx[~far], key[~far]
             if len(idx) == 0:
                 return out, grad
-        cell = cell[idx]
-        key = np.ravel_multi_index(tuple((cell // n).T), tuple(self.shape))
-        dc = self._centre_d[key]
-        unseen = np.isnan(dc)
-        if unseen.any():
-            new = np.unique(key[unseen])
-            self._centre_d[new] = self.exact(self._centres(new))
-            dc = self._centre_d[key]
-        centre = self.origin + (cell // n + 0.5) * n * self.spacing
-        bound = np.abs(dc) - np.linalg.norm(flat[idx] - centre, axis=1)
-        far = bound > band
-        fi = idx[far]
-        out[fi] = np.sign(dc[far]) * bound[far]
-        if gradient and len(fi):  # direction away from the brick centre (outward where outside)
-            g = (flat[fi] - centre[far]) * np.sign(dc[far])[:, None]
-            grad[fi] = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-        near = ~far
-        if not near.any():
-            return out, grad
-        if (
-            sign_only or gradient or not self.fill
-        ):  # exact values (and normals) within the band, nothing filled
-            ni = idx[near]
+        ni = idx  # within the band: ``key`` holds their bricks
+        if sign_only or gradient or not self.fill:  # exact values (and normals) within the band, nothing filled
             d, _, nrm = self.exact.closest(flat[ni])
             out[ni] = d
             if gradient:
                 grad[ni] = nrm
             return out, grad
-        ni = idx[near]
-        key = key[near]
         slot = self._slot[key]
         if (slot < 0).any():
             self._fill(np.unique(key[slot < 0]))
             slot = self._slot[key]
-        c = cell[near] % n
-        f = rel[ni] - cell[near]
+        c = cell[ni] % n
+        f = rel[ni] - cell[ni]
         v = self._values
         i, j, k = c[:, 0], c[:, 1], c[:, 2]
         fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
