@@ -507,10 +507,29 @@ class _SynergyKinematics(_HandKinematics):
             self.data.parents, rotations, np.broadcast_to(self.rest_j, (b, NUM_JOINTS, 3))
         )
         rot = world[:, :, :3, :3]
-        offset = world[:, :, :3, 3] - np.einsum("bjcd,jd->bjc", rot, self.rest_j[0])
+        offset = world[:, :, :3, 3] - np.einsum("bjcd,jd->bjc", rot, self.rest_j[0]) + transl[:, None]
+        order, groups = self._probe_groups(ids)
+        out = np.empty((b, len(ids), 3))
+        for j, lo, hi in groups:  # one matrix product per joint over its vertices (no (B, P, 3, 3) gather)
+            out[:, lo:hi] = np.matmul(self._rest_sorted[id(ids)][lo:hi], rot[:, j].transpose(0, 2, 1))
+            out[:, lo:hi] += offset[:, j, None]
+        return out if order is None else out[:, order]
+
+    def _probe_groups(self, ids: np.ndarray):
+        """(order back to ``ids``' order or None, [(joint, start, stop)]) of ``ids`` sorted by dominant joint
+        (cached per array: the probe sets are attributes)."""
+        cache = self.__dict__.setdefault("_groups", {})
+        hit = cache.get(id(ids))
+        if hit is not None and hit[0] is ids:
+            return hit[1], hit[2]
         dom = self.dominant[ids]
-        v = self.rest_vertices[ids]
-        return np.einsum("bpcd,pd->bpc", rot[:, dom], v) + offset[:, dom] + transl[:, None]
+        perm = np.argsort(dom, kind="stable")
+        joints, starts, counts = np.unique(dom[perm], return_index=True, return_counts=True)
+        groups = [(int(j), int(a), int(a + n)) for j, a, n in zip(joints, starts, counts)]
+        order = None if np.array_equal(perm, np.arange(len(ids))) else np.argsort(perm)
+        self.__dict__.setdefault("_rest_sorted", {})[id(ids)] = self.rest_vertices[ids[perm]]
+        cache[id(ids)] = (ids, order, groups)
+        return order, groups
 
 
 class ContactGraspSampler:
@@ -605,52 +624,68 @@ class ContactGraspSampler:
         keep = np.ones(len(draw), dtype=bool)
         if cfg.exclude_below:
             keep &= nrm @ self.obj.up > -0.5
-        thickness, exit_at, dirs = self._local_geometry(pts, nrm)
-        line = np.maximum(exit_at[:, :6], exit_at[:, 6:]).min(axis=1)
-        types = classify_approach(thickness, exit_at.min(axis=1), self.diagonal, cfg.flat_grasps, line)
-        # a flat face of a thin part (classified power only near its edge): the fingers always go toward that edge
-        thin_face = _thin_flat_face(thickness, line, cfg.flat_grasps)
+        # the local geometry of the kept points in chunks, in draw order, only until ``count`` are found (each
+        # point's probes are its own: the same approaches as probing all drawn points at once)
         out = []
-        for i in range(len(draw)):
-            if not keep[i]:
-                self._count("below")
-                continue
-            if types[i] == "":
-                reason = "flat face of a thin part" if thickness[i] < 0.015 else "too large to wrap"
-                self._count(reason)
-                continue
-            kind = types[i]
-            point = pts[i]
-            if kind == "lateral":
-                k = int(np.argmin(exit_at[i]))
-                direction = dirs[i, k] * (1.0 if rng.uniform() < 0.5 else -1.0)
-            elif thin_face[i] or rng.uniform() < cfg.edge_bias:
-                w = np.exp(-exit_at[i] / 0.02)
-                k = rng.choice(12, p=w / w.sum())
-                direction = dirs[i, k]
-                if kind == "power" and thickness[i] <= _SLAB and exit_at[i, k] < kin.pip_reach:
-                    # a slab's edge: the palm moves back until the fingers' middle joints are over the edge, the
-                    # proximal phalanges lie on the near face and the middle and distal ones curl around the edge
-                    point = point - direction * (kin.pip_reach - exit_at[i, k])
-            else:
-                ang = rng.uniform(0.0, 2.0 * np.pi)
-                direction = np.cos(ang) * dirs[i, 0] + np.sin(ang) * dirs[i, 3]
-            jitter = rng.uniform(-np.pi / 12, np.pi / 12) if kind != "lateral" else rng.uniform(-0.1, 0.1)
-            fingers0 = _hand_rotation(kin, nrm[i], 0.0) @ kin.forward
-            roll = float(np.arctan2(np.cross(fingers0, direction) @ -nrm[i], fingers0 @ direction) + jitter)
-            out.append(
-                {
-                    "point": point,
-                    "normal": nrm[i],
-                    "roll": roll,
-                    "type": kind,
-                    "thickness_mm": float(thickness[i] * 1000.0),
-                    "edge_mm": float(exit_at[i].min() * 1000.0),
-                }
-            )
+        for start in range(0, len(draw), 2 * count):
             if len(out) == count:
                 break
+            span = np.arange(start, min(start + 2 * count, len(draw)))
+            ids = span[keep[span]]
+            geometry = {}
+            if len(ids):
+                thickness, exit_at, dirs = self._local_geometry(pts[ids], nrm[ids])
+                line = np.maximum(exit_at[:, :6], exit_at[:, 6:]).min(axis=1)
+                types = classify_approach(thickness, exit_at.min(axis=1), self.diagonal, cfg.flat_grasps, line)
+                # a flat face of a thin part (classified power only near its edge): the fingers go toward that edge
+                thin_face = _thin_flat_face(thickness, line, cfg.flat_grasps)
+                geometry = {int(i): r for r, i in enumerate(ids)}
+            for i in span:
+                if not keep[i]:
+                    self._count("below")
+                    continue
+                r = geometry[int(i)]
+                if types[r] == "":
+                    reason = "flat face of a thin part" if thickness[r] < 0.015 else "too large to wrap"
+                    self._count(reason)
+                    continue
+                out.append(
+                    self._approach(
+                        kin, rng, pts[i], nrm[i], types[r], thickness[r], exit_at[r], dirs[r], thin_face[r]
+                    )
+                )
+                if len(out) == count:
+                    break
         return out
+
+    def _approach(self, kin, rng, point, normal, kind, thickness, exit_at, dirs, thin_face) -> dict:
+        """One approach (hand frame from the roll, grasp type, local geometry) at a kept surface point."""
+        cfg = self.config
+        if kind == "lateral":
+            k = int(np.argmin(exit_at))
+            direction = dirs[k] * (1.0 if rng.uniform() < 0.5 else -1.0)
+        elif thin_face or rng.uniform() < cfg.edge_bias:
+            w = np.exp(-exit_at / 0.02)
+            k = rng.choice(12, p=w / w.sum())
+            direction = dirs[k]
+            if kind == "power" and thickness <= _SLAB and exit_at[k] < kin.pip_reach:
+                # a slab's edge: the palm moves back until the fingers' middle joints are over the edge, the
+                # proximal phalanges lie on the near face and the middle and distal ones curl around the edge
+                point = point - direction * (kin.pip_reach - exit_at[k])
+        else:
+            ang = rng.uniform(0.0, 2.0 * np.pi)
+            direction = np.cos(ang) * dirs[0] + np.sin(ang) * dirs[3]
+        jitter = rng.uniform(-np.pi / 12, np.pi / 12) if kind != "lateral" else rng.uniform(-0.1, 0.1)
+        fingers0 = _hand_rotation(kin, normal, 0.0) @ kin.forward
+        roll = float(np.arctan2(np.cross(fingers0, direction) @ -normal, fingers0 @ direction) + jitter)
+        return {
+            "point": point,
+            "normal": normal,
+            "roll": roll,
+            "type": kind,
+            "thickness_mm": float(thickness * 1000.0),
+            "edge_mm": float(exit_at.min() * 1000.0),
+        }
 
     # -- 2-4. pose, slide, close -----------------------------------------------------------------------------
     def _local_rotations(self, kin, rglob: np.ndarray, base: np.ndarray, angles: np.ndarray) -> np.ndarray:
@@ -759,6 +794,38 @@ class ContactGraspSampler:
                 spread = kin.fan[k] * rng.uniform(0.0, cfg.finger_spread_rad)
                 base[i, FINGER_JOINTS[finger][0]] = rotation_about(kin.palm_normal, spread)
             s0[i] = pre
+        # slide in and free the thumb in order, a first chunk then the rest only when too few got through (each
+        # approach's slide is its own: the same candidates as sliding all at once)
+        keep = c if keep is None else keep
+        transl = np.zeros((c, 3))
+        ok = np.zeros(c, dtype=bool)
+        first = min(c, keep + (keep + 1) // 2)
+        for chunk in (np.arange(first), np.arange(first, c)):
+            if len(chunk) == 0 or ok.sum() >= keep:
+                break
+            ok[chunk], transl[chunk], opposition = self._slide_in(
+                kin, rglob[chunk], base[chunk], s0[chunk], [approaches[i] for i in chunk]
+            )
+            for i, opp in zip(chunk, opposition):
+                approaches[i]["thumb_opposition"] = float(opp)
+                base[i, 13] = rotation_about(kin.opposition_axis, float(opp))
+        sel = np.flatnonzero(ok)[:keep]
+        if len(sel) == 0:
+            return []
+        angles = self._close(kin, rglob[sel], base[sel], transl[sel], s0[sel])
+        rot = self._local_rotations(kin, rglob[sel], base[sel], angles)
+        out = []
+        for n, i in enumerate(sel):
+            pose = matrix_to_axis_angle(rot[n, 1:]).reshape(1, 45)
+            params = HandParams(matrix_to_axis_angle(rglob[i]), pose, transl[i], kin.betas)
+            out.append((params, approaches[i]))
+        return out
+
+    def _slide_in(self, kin, rglob, base, s0, approaches: list[dict]):
+        """Slide the pre-shaped hands (C,) in along -normal from 8 cm out until the first touch (conservative
+        advancement), then turn each thumb into the largest clear opposition. Returns (ok (C,), transl (C, 3),
+        thumb opposition (C,))."""
+        c = len(approaches)
         # slide in along -normal from 8 cm out (rigid, pre-shaped)
         pre_angles = s0[:, :, None] * kin.flexion[None]
         rot = self._local_rotations(kin, rglob, base, pre_angles)
@@ -820,21 +887,7 @@ class ContactGraspSampler:
             clear[back[fixed], k[fixed]] = True
         self._count("thumb cannot clear the object", int((ok & ~clear.any(axis=1)).sum()))
         ok &= clear.any(axis=1)
-        best = tries[np.arange(c), np.argmax(clear, axis=1)]
-        for i, a in enumerate(approaches):
-            a["thumb_opposition"] = float(best[i])
-            base[i, 13] = rotation_about(kin.opposition_axis, a["thumb_opposition"])
-        sel = np.flatnonzero(ok)[:keep]
-        if len(sel) == 0:
-            return []
-        angles = self._close(kin, rglob[sel], base[sel], transl[sel], s0[sel])
-        rot = self._local_rotations(kin, rglob[sel], base[sel], angles)
-        out = []
-        for n, i in enumerate(sel):
-            pose = matrix_to_axis_angle(rot[n, 1:]).reshape(1, 45)
-            params = HandParams(matrix_to_axis_angle(rglob[i]), pose, transl[i], kin.betas)
-            out.append((params, approaches[i]))
-        return out
+        return ok, transl, tries[np.arange(c), np.argmax(clear, axis=1)]
 
     def _count(self, reason: str, n: int = 1) -> None:
         if n:

@@ -264,7 +264,7 @@ class GridSDF:
         band = self.band if band is None else band
         rel = (flat - self.origin) / self.spacing
         cell = np.floor(rel).astype(np.int64)
-        inside = np.all((cell >= 0) & (cell < self.shape * n), axis=1)
+        inside = np.all(cell.view(np.uint64) < (self.shape * n).astype(np.uint64), axis=1)  # negative: huge
         out = np.empty(len(flat))
         grad = np.zeros((len(flat), 3)) if gradient else None
         lo, hi = self.bbox
@@ -293,7 +293,8 @@ class GridSDF:
                 store[new] = self.exact(self.origin + (k + 0.5) * cells_per * self.spacing)
                 dc = store[key]
             centre = self.origin + (level + 0.5) * cells_per * self.spacing
-            bound = np.abs(dc) - np.linalg.norm(flat[idx] - centre, axis=1)
+            off = flat[idx] - centre
+            bound = np.abs(dc) - np.sqrt(off[:, 0] ** 2 + off[:, 1] ** 2 + off[:, 2] ** 2)  # = norm, cheaper
             far = bound > band
             fi = idx[far]
             out[fi] = np.sign(dc[far]) * bound[far]
