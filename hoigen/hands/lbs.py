@@ -81,7 +81,9 @@ def skin(
     world = joint_transforms(data.parents, rot, rest_j)
     skin_t = world.copy()
     skin_t[:, :, :3, 3] -= np.einsum("bjcd,bjd->bjc", world[:, :, :3, :3], rest_j)
-    blend = np.einsum("vj,bjcd->bvcd", data.weights[ids], skin_t[:, :, :3])  # (B, n, 3, 4)
+    # (B, n, 3, 4) blended transforms: one matrix product (BLAS) over the 16 joints
+    weights = data.weights if vertex_ids is None else data.weights[ids]
+    blend = np.matmul(weights, skin_t[:, :, :3].reshape(b, skin_t.shape[1], 12)).reshape(b, len(ids), 3, 4)
     verts = np.einsum("bvcd,bvd->bvc", blend[..., :3], v_posed) + blend[..., 3]
     verts += transl[:, None]
     joints16 = world[:, :, :3, 3] + transl[:, None]
