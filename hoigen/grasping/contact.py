@@ -273,19 +273,27 @@ def back_off_penetration(
     steps: int = 4,
     tolerance: float = 0.001,
     open_factor: float = 0.85,
-) -> HandParams:
+    distances: tuple | None = None,
+    with_distances: bool = False,
+):
     """Small de-penetration: while some vertex is deeper than ``tolerance`` (metres), open the finger it belongs to
     (its joint rotations scaled by ``open_factor``) or, for the palm, push the hand out along the surface normal.
 
     Args:
         params: hand parameters (batch 1), object frame; vertices_of: params -> (V, 3) posed vertices;
         labels: (V,) part labels (0 palm, 1..5 thumb..pinky).
+        distances: ``sdf.closest`` of ``params``' vertices when the caller has it (not asked again).
+        with_distances: return ``(params, closest)``, ``closest`` = ``sdf.closest`` of the returned params'
+            vertices where it was the last thing asked (the loop stopped on it), else None.
     """
-    for _ in range(steps):
-        d, _, normals = sdf.closest(vertices_of(params))
+    near = None
+    for step in range(steps):
+        near = distances if step == 0 and distances is not None else sdf.closest(vertices_of(params))
+        d, _, normals = near
         worst = int(np.argmin(d))
         if d[worst] >= -tolerance:
             break
+        near = None  # params change below
         part = int(labels[worst])
         if part == 0:
             push = normals[worst] * (-d[worst] + 0.0003)
@@ -295,7 +303,7 @@ def back_off_penetration(
         for joint in FINGER_JOINTS[FINGERS[part - 1]]:
             pose[0, (joint - 1) * 3 : joint * 3] *= open_factor
         params = HandParams(params.global_orient, pose, params.transl, params.betas)
-    return params
+    return (params, near) if with_distances else params
 
 
 def score(metrics: dict) -> float:
@@ -735,26 +743,32 @@ class ContactGraspSampler:
         first[~active] = -1
         t_lo = np.where(first > 0, t[np.maximum(first - 1, 0)], 0.0)
         t_hi = np.where(first >= 0, t[np.maximum(first, 0)], 1.0)
+        # each finger's link distances at its ``t_hi`` (a finger's probes move with its own joints only, so the
+        # values asked with the other fingers elsewhere are its own): the touching link needs no new query
+        g_hi = np.full((c, 5, 3), np.inf)
+        ci, fi = np.nonzero(first >= 0)
+        g_hi[ci, fi] = gmin[ci, first[ci, fi], fi]
         refine = first > 0
-        for _ in range(_BISECT):
+        for _ in range(_BISECT):  # only the refined fingers of the candidates that have one are probed
             if not refine.any():
                 break
             mid = 0.5 * (t_lo + t_hi)
-            tm = np.where(refine, mid, t_hi)
-            a = lo + tm[..., None] * (hi - lo)
-            rot = self._local_rotations(kin, rglob, base, a)
-            g = self._group_min(
-                kin, self.sdf(kin.probe_positions(rot, transl, kin.finger_probe), _SWEEP_BAND)
-            )
-            hit = np.where(moving, g.reshape(c, 5, 3), np.inf).min(axis=2) <= -self._press
+            rows = np.flatnonzero(refine.any(axis=1))
+            a = lo[rows] + np.where(refine[rows], mid[rows], t_hi[rows])[..., None] * (hi - lo)[rows]
+            rot = self._local_rotations(kin, rglob[rows], base[rows], a)
+            pos = kin.probe_positions(rot, transl[rows], kin.finger_probe)
+            need = refine[rows][:, kin.probe_finger]
+            d = np.full(need.shape, np.inf)
+            d[need] = self.sdf(pos[need], _SWEEP_BAND)
+            g = np.full((c, 5, 3), np.inf)
+            g[rows] = np.where(moving[rows], self._group_min(kin, d).reshape(len(rows), 5, 3), np.inf)
+            hit = g.min(axis=2) <= -self._press
+            g_hi = np.where((refine & hit)[..., None], g, g_hi)
             t_hi = np.where(refine & hit, mid, t_hi)
             t_lo = np.where(refine & ~hit, mid, t_lo)
         t_fin = np.where(active, t_hi, 0.0)
         final = lo + t_fin[..., None] * (hi - lo)
-        rot = self._local_rotations(kin, rglob, base, final)
-        g = self._group_min(kin, self.sdf(kin.probe_positions(rot, transl, kin.finger_probe), _SWEEP_BAND))
-        g = np.where(moving, g.reshape(c, 5, 3), np.inf)
-        link = np.where(first >= 0, np.argmin(np.where(g <= -self._press, np.arange(3), 9), axis=2), -1)
+        link = np.where(first >= 0, np.argmin(np.where(g_hi <= -self._press, np.arange(3), 9), axis=2), -1)
         return final, np.where(active, link, -1)
 
     def _close(self, kin, rglob, base, transl, s0):
@@ -912,11 +926,13 @@ class ContactGraspSampler:
         out = kin.pose(params)
         near = self.sdf.closest(out.vertices[0])
         if near[0].min() < -self._backoff:
-            params = back_off_penetration(
-                params, kin.vertices_of, self.sdf, kin.labels, tolerance=self._backoff
+            params, near = back_off_penetration(
+                params, kin.vertices_of, self.sdf, kin.labels, tolerance=self._backoff, distances=near,
+                with_distances=True,
             )
             out = kin.pose(params)
-            near = self.sdf.closest(out.vertices[0])
+            if near is None:  # the back-off stopped after its last step, unasked
+                near = self.sdf.closest(out.vertices[0])
         return params, out, near
 
     def _evaluate(
