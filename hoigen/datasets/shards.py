@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = "hoigen-shards/6"  # 2: object.mesh (mesh store), NOCS-oriented folder objects; 3: hand v2 default
+SCHEMA_VERSION = "hoigen-shards/7"  # 2: object.mesh (mesh store), NOCS-oriented folder objects; 3: hand v2 default
 # 4: contact grasps v2 (grasp types, synergy closing; metrics add finger overlap, force closure, link contacts)
 # 5: contact grasps squeeze (2 mm pad press), force-closure gate 0.05 with a 0.01 fallback (metrics.gate_relaxed)
 # 6: PNG rows SUB-filtered; contact grasps: super-brick distance bounds (other slide steps, so other grasps for a
 #    seed), the relaxed gate after 2 attempts (grasp.fallback_after)
+# 7: contact grasps press 3 mm (grasp.press_mm, was 2)
 SHARD_PATTERN = "hoigen-%06d.tar"
 FIXED_MTIME = 1_700_000_000  # 2023-11-14: any constant makes tars reproducible
 IMAGE_MEMBERS = ("rgb", "depth", "mask", "normal", "nocs", "skeleton", "hoimask", "tracking")

@@ -27,7 +27,7 @@ other body are left out (they cannot touch before the object has moved beyond ``
 of that direction is over). A direction also ends once the object has been at rest for ``rest_s`` (0.1 s): under
 constant gravity that is a static equilibrium. Object mass from its volume (density 500 kg/m^3, clipped to 0.05-1 kg), inertia from the
 mesh; friction ``friction`` (sliding, ``condim`` 3), soft contacts with time constant ``solref`` (10 ms), timestep
-2 ms. The ``contact`` sampler closes each finger until its pad presses ``press_mm`` (2 mm) into the surface (skin
+2 ms. The ``contact`` sampler closes each finger until its pad presses ``press_mm`` (3 mm) into the surface (skin
 compliance), so that squeeze is what the static hand holds with; the object first settles where those contact
 forces balance (the same displacement in every direction, often a few mm), then gravity acts.
 
