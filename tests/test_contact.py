@@ -331,3 +331,48 @@ def test_fingers_squeeze_by_press_mm(hand, mug):
     gain = depth[2.0][both] - depth[0.2][both]
     assert 1.2 < np.median(gain) < 2.2, gain
     assert depth[2.0].max() <= GraspConfig().max_penetration_mm + 1.0
+
+
+def test_probe_positions_are_the_dominant_joints_rigid_skinning(hand):
+    """The per-joint product gives each probe vertex its dominant joint's rigid transform, in the order asked --
+    for the link-grouped finger probes and for the strided hand probes (not grouped by joint)."""
+    from hoigen.geometry.rotations import axis_angle_to_matrix
+    from hoigen.grasping.contact import _SynergyKinematics
+    from hoigen.hands.lbs import joint_transforms
+
+    kin = _SynergyKinematics(hand, np.random.default_rng(0).normal(0.0, 0.5, 10))
+    rng = np.random.default_rng(1)
+    rot = axis_angle_to_matrix(rng.normal(0.0, 0.4, (3, 16, 3)))
+    transl = rng.normal(0.0, 0.05, (3, 3))
+    world = joint_transforms(kin.data.parents, rot, np.broadcast_to(kin.rest_j, (3, 16, 3)))
+    for ids in (kin.finger_probe, kin.hand_probe, kin.thumb_probe, np.array([40, 7, 3000, 7])):
+        j = kin.dominant[ids]
+        r, t = world[:, j][..., :3, :3], world[:, j][..., :3, 3]
+        want = np.einsum("bpcd,pd->bpc", r, kin.rest_vertices[ids] - kin.rest_j[0, j]) + t + transl[:, None]
+        got = kin.probe_positions(rot, transl, ids)
+        assert got.shape == (3, len(ids), 3)
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_back_off_reuses_and_returns_the_distances_it_asked(hand, mug):
+    """Given the settled hand's distances the back-off does what it does without them, and the distances it
+    returns are ``sdf.closest`` of the params it returns (None when its last step was not checked)."""
+    from hoigen.grasping.contact import back_off_penetration
+
+    s = ContactGraspSampler(mug, hand, GraspConfig())
+    kin = s._kinematics(np.zeros(10))
+    rng = np.random.default_rng(3)
+    params, _ = s._candidates(kin, s._approaches(kin, rng, 16), rng, keep=1)[0]
+    deep = HandParams(params.global_orient, params.hand_pose * 1.25, params.transl, params.betas)  # squeeze
+    near = s.sdf.closest(kin.vertices_of(deep))
+    assert near[0].min() < -0.002
+    plain = back_off_penetration(deep, kin.vertices_of, s.sdf, kin.labels)
+    again, last = back_off_penetration(
+        deep, kin.vertices_of, s.sdf, kin.labels, distances=near, with_distances=True
+    )
+    np.testing.assert_array_equal(plain.hand_pose, again.hand_pose)
+    np.testing.assert_array_equal(plain.transl, again.transl)
+    if last is not None:
+        for a, b in zip(last, s.sdf.closest(kin.vertices_of(again))):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(again.hand_pose, deep.hand_pose)  # it did open a finger
