@@ -319,6 +319,55 @@ def score(metrics: dict) -> float:
     )
 
 
+_TOPOLOGY: dict[int, tuple] = {}
+
+
+def _hand_topology(data) -> dict:
+    """What the kinematics need of a hand model that does not depend on its shape (betas): dominant joint per
+    vertex, the vertices each finger joint moves, the probe sets. Cached per model data (a sampler builds new
+    kinematics for every attempt's betas)."""
+    hit = _TOPOLOGY.get(id(data))
+    if hit is not None and hit[0] is data:
+        return hit[1]
+    dominant = np.argmax(data.weights, axis=1)
+    moved, link = {}, {}
+    for finger in FINGERS:
+        chain = FINGER_JOINTS[finger]
+        for k, j in enumerate(chain):
+            # every other vertex is probed while closing; the penetration pass then checks them all
+            moved[j] = np.flatnonzero(data.weights[:, list(chain[k:])].sum(axis=1) > 0)[::2]
+            link[j] = dominant[moved[j]] == j
+    groups, bounds = [], [0]
+    for finger in FINGERS:
+        for j in FINGER_JOINTS[finger]:
+            ids = np.flatnonzero(dominant == j)
+            ids = ids[:: max(1, len(ids) // _PER_LINK)]
+            groups.append(ids)
+            bounds.append(bounds[-1] + len(ids))
+    stride = max(1, data.num_vertices // 1200)
+    probe = np.arange(0, data.num_vertices, stride)
+    thumb = np.isin(dominant, FINGER_JOINTS["thumb"])
+    finger_probe = np.concatenate(groups)
+    topology = {
+        "dominant": dominant,
+        "moved": moved,
+        "link": link,
+        "finger_probe": finger_probe,
+        "probe_finger": np.repeat(np.arange(15) // 3, [len(g) for g in groups]),  # finger of each probe
+        "group_start": np.array(bounds[:-1]),  # 15 groups: finger-major, link-minor
+        "hand_probe": probe[~thumb[probe]],  # sliding in: the thumb comes into opposition afterwards
+        "thumb_probe": finger_probe[: bounds[3]],
+        "joint_of_group": np.array([j for f in FINGERS for j in FINGER_JOINTS[f]]),
+    }
+    for value in topology.values():  # shared by every kinematics of this hand: read-only
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    if len(_TOPOLOGY) > 8:
+        _TOPOLOGY.clear()
+    _TOPOLOGY[id(data)] = (data, topology)
+    return topology
+
+
 class _HandKinematics:
     """Per-shape facts the sampler needs: palm frame, flexion axes, the vertices each joint moves."""
 
@@ -344,18 +393,15 @@ class _HandKinematics:
         self.palm_point = centre + self.palm_normal * depth.max()
         tips = dict(zip(FINGERS, data.tip_vertex_ids))
         self.axes = np.zeros((NUM_JOINTS, 3))
-        self.moved: dict[int, np.ndarray] = {}
-        self.link: dict[int, np.ndarray] = {}
-        dominant = np.argmax(data.weights, axis=1)
+        self.topology = _hand_topology(data)
+        self.moved: dict[int, np.ndarray] = self.topology["moved"]
+        self.link: dict[int, np.ndarray] = self.topology["link"]
         for finger in FINGERS:
             chain = FINGER_JOINTS[finger]
             for k, j in enumerate(chain):
                 nxt = joints[chain[k + 1]] if k + 1 < 3 else self.rest_vertices[tips[finger]]
                 axis = np.cross(nxt - joints[j], self.palm_normal)
                 self.axes[j] = axis / np.linalg.norm(axis)
-                # every other vertex is probed while closing; the penetration pass then checks them all
-                self.moved[j] = np.flatnonzero(data.weights[:, list(chain[k:])].sum(axis=1) > 0)[::2]
-                self.link[j] = dominant[self.moved[j]] == j
         # the thumb's opposition turns it about the hand's long axis, toward the palm side
         thumb_tip = self.rest_vertices[tips["thumb"]] - joints[13]
         probe = rotation_about(self.forward, 0.3) @ thumb_tip
@@ -468,26 +514,14 @@ class _SynergyKinematics(_HandKinematics):
         from hoigen.grasping.metrics import HandLinks
 
         data = self.data
-        self.dominant = np.argmax(data.weights, axis=1)
+        top = self.topology
+        self.dominant = top["dominant"]
         self.links = HandLinks.from_rest(
-            data.weights, self.rest_vertices, self.rest_j[0], data.tip_vertex_ids
+            data.weights, self.rest_vertices, self.rest_j[0], data.tip_vertex_ids, dominant=self.dominant
         )
-        groups, bounds = [], [0]
-        for finger in FINGERS:
-            for j in FINGER_JOINTS[finger]:
-                ids = np.flatnonzero(self.dominant == j)
-                ids = ids[:: max(1, len(ids) // _PER_LINK)]
-                groups.append(ids)
-                bounds.append(bounds[-1] + len(ids))
-        self.finger_probe = np.concatenate(groups)
-        self.probe_finger = np.repeat(np.arange(15) // 3, [len(g) for g in groups])  # finger of each probe
-        self.group_start = np.array(bounds[:-1])  # 15 groups: finger-major, link-minor
-        stride = max(1, data.num_vertices // 1200)
-        probe = np.arange(0, data.num_vertices, stride)
-        thumb = np.isin(self.dominant, FINGER_JOINTS["thumb"])
-        self.hand_probe = probe[~thumb[probe]]  # sliding in: the thumb comes into opposition afterwards
-        self.thumb_probe = self.finger_probe[: self.group_start[3]]
-        self.joint_of_group = np.array([j for f in FINGERS for j in FINGER_JOINTS[f]])
+        self.finger_probe, self.probe_finger = top["finger_probe"], top["probe_finger"]
+        self.group_start, self.hand_probe = top["group_start"], top["hand_probe"]
+        self.thumb_probe, self.joint_of_group = top["thumb_probe"], top["joint_of_group"]
         self.group_axes = self.axes[self.joint_of_group]  # (15, 3) flexion axes, finger-major, link-minor
         self.flexion = np.array([THUMB_SYNERGY if f == "thumb" else FINGER_SYNERGY for f in FINGERS])
         # abduction sign that fans each finger away from the middle finger (0 for the middle finger)

@@ -54,9 +54,12 @@ class HandLinks:
     outer: np.ndarray
 
     @classmethod
-    def from_rest(cls, weights: np.ndarray, rest_vertices: np.ndarray, rest_joints: np.ndarray, tip_ids):
-        """Args: weights (V, 16); rest_vertices (V, 3); rest_joints (16, 3); tip_ids (5,)."""
-        dominant = np.argmax(weights, axis=1)
+    def from_rest(
+        cls, weights: np.ndarray, rest_vertices: np.ndarray, rest_joints: np.ndarray, tip_ids, dominant=None
+    ):
+        """Args: weights (V, 16); rest_vertices (V, 3); rest_joints (16, 3); tip_ids (5,); dominant: (V,)
+        ``argmax(weights, axis=1)`` when the caller has it."""
+        dominant = np.argmax(weights, axis=1) if dominant is None else dominant
         tip_ids = np.asarray(tip_ids)
         a, b = _link_segments(rest_joints, rest_vertices[tip_ids], np.zeros(NUM_JOINTS))
         radius = np.zeros(NUM_JOINTS)
