@@ -121,13 +121,18 @@ def finger_overlap_mm(vertices: np.ndarray, joints16: np.ndarray, links: HandLin
         vertices: (V, 3) posed hand; joints16: (16, 3) posed MANO joints.
     """
     a, b = links.segments(joints16, vertices[links.tip_ids])
-    finger_links = np.arange(1, NUM_JOINTS)
     ids = np.flatnonzero(links.outer)
-    dist = _segment_distance(vertices[ids], a[finger_links], b[finger_links])  # (N, 15)
-    depth = links.radius[finger_links][None] - dist
-    own = _FINGER_OF_JOINT[links.dominant[ids]][:, None] == _FINGER_OF_JOINT[finger_links][None]
-    depth[own] = -np.inf
-    return float(max(depth.max(initial=0.0), 0.0) * 1000.0)
+    points = vertices[ids]
+    finger = _FINGER_OF_JOINT[links.dominant[ids]]
+    deepest = 0.0
+    for j in range(1, NUM_JOINTS):  # per capsule, only the other fingers' vertices in its bounding box
+        r = links.radius[j]
+        lo, hi = np.minimum(a[j], b[j]) - r, np.maximum(a[j], b[j]) + r
+        near = np.flatnonzero((finger != _FINGER_OF_JOINT[j]) & np.all((points > lo) & (points < hi), axis=1))
+        if len(near):
+            depth = r - _segment_distance(points[near], a[j : j + 1], b[j : j + 1])[:, 0]
+            deepest = max(deepest, float(depth.max()))
+    return deepest * 1000.0
 
 
 def force_closure_epsilon(
