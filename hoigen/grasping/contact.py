@@ -97,8 +97,9 @@ class GraspConfig:
             grasp squeezes; the palm stops at first touch. 3 mm: in the static-hand hold test
             (``benchmarks/grasp.py --physics``: 3 grasps of each of the 9 benchmark objects, README) 3 mm held 74 %
             of the grasps, 2 mm 63 % (the previous sampler round; 0.2 mm 41 % and 1 mm 44 % in earlier ones); max
-            penetration 4.5 mm against 3.5 mm (the gate allows ``max_penetration_mm``). Beyond the sweep's 1.5 mm band the distances it reads are
-            bounds, so a link may stop somewhat deeper than this; the back-off and the gate see exact depths.
+            penetration 4.5 mm against 3.5 mm (the gate allows ``max_penetration_mm``). Beyond the sweep's 1.5 mm
+            band the distances it reads are bounds, so a link may stop somewhat deeper than this; the back-off and
+            the gate see exact depths.
         flat_grasps: allow a flat hand on a face of a thin flat part (``contact``; off = such approaches are
             rejected and the part is taken by its rim).
         gate_physics: also gate on the physics hold test (``hoigen.grasping.physics``; needs ``hoigen[physics]``;
@@ -522,6 +523,7 @@ class _SynergyKinematics(_HandKinematics):
         self.finger_probe, self.probe_finger = top["finger_probe"], top["probe_finger"]
         self.group_start, self.hand_probe = top["group_start"], top["hand_probe"]
         self.thumb_probe, self.joint_of_group = top["thumb_probe"], top["joint_of_group"]
+        self._plans: dict[int, tuple] = {}  # probe_positions' per-joint grouping of each probe set
         self.group_axes = self.axes[self.joint_of_group]  # (15, 3) flexion axes, finger-major, link-minor
         self.flexion = np.array([THUMB_SYNERGY if f == "thumb" else FINGER_SYNERGY for f in FINGERS])
         # abduction sign that fans each finger away from the middle finger (0 for the middle finger)
@@ -552,28 +554,26 @@ class _SynergyKinematics(_HandKinematics):
         )
         rot = world[:, :, :3, :3]
         offset = world[:, :, :3, 3] - np.einsum("bjcd,jd->bjc", rot, self.rest_j[0]) + transl[:, None]
-        order, groups = self._probe_groups(ids)
+        order, groups, rest = self._probe_plan(ids)
         out = np.empty((b, len(ids), 3))
         for j, lo, hi in groups:  # one matrix product per joint over its vertices (no (B, P, 3, 3) gather)
-            out[:, lo:hi] = np.matmul(self._rest_sorted[id(ids)][lo:hi], rot[:, j].transpose(0, 2, 1))
+            out[:, lo:hi] = np.matmul(rest[lo:hi], rot[:, j].transpose(0, 2, 1))
             out[:, lo:hi] += offset[:, j, None]
         return out if order is None else out[:, order]
 
-    def _probe_groups(self, ids: np.ndarray):
-        """(order back to ``ids``' order or None, [(joint, start, stop)]) of ``ids`` sorted by dominant joint
-        (cached per array: the probe sets are attributes)."""
-        cache = self.__dict__.setdefault("_groups", {})
-        hit = cache.get(id(ids))
+    def _probe_plan(self, ids: np.ndarray):
+        """(order back to ``ids``' order or None, [(joint, start, stop)], rest positions (P, 3)) of ``ids`` sorted
+        by dominant joint; cached per array (the probe sets are attributes)."""
+        hit = self._plans.get(id(ids))
         if hit is not None and hit[0] is ids:
-            return hit[1], hit[2]
+            return hit[1:]
         dom = self.dominant[ids]
         perm = np.argsort(dom, kind="stable")
         joints, starts, counts = np.unique(dom[perm], return_index=True, return_counts=True)
         groups = [(int(j), int(a), int(a + n)) for j, a, n in zip(joints, starts, counts)]
         order = None if np.array_equal(perm, np.arange(len(ids))) else np.argsort(perm)
-        self.__dict__.setdefault("_rest_sorted", {})[id(ids)] = self.rest_vertices[ids[perm]]
-        cache[id(ids)] = (ids, order, groups)
-        return order, groups
+        self._plans[id(ids)] = (ids, order, groups, self.rest_vertices[ids[perm]])
+        return self._plans[id(ids)][1:]
 
 
 class ContactGraspSampler:
@@ -676,19 +676,17 @@ class ContactGraspSampler:
                 break
             span = np.arange(start, min(start + 2 * count, len(draw)))
             ids = span[keep[span]]
-            geometry = {}
+            row = np.cumsum(keep[span]) - 1  # row of each kept point of the span in the chunk's geometry
             if len(ids):
                 thickness, exit_at, dirs = self._local_geometry(pts[ids], nrm[ids])
                 line = np.maximum(exit_at[:, :6], exit_at[:, 6:]).min(axis=1)
                 types = classify_approach(thickness, exit_at.min(axis=1), self.diagonal, cfg.flat_grasps, line)
                 # a flat face of a thin part (classified power only near its edge): the fingers go toward that edge
                 thin_face = _thin_flat_face(thickness, line, cfg.flat_grasps)
-                geometry = {int(i): r for r, i in enumerate(ids)}
-            for i in span:
+            for i, r in zip(span, row):
                 if not keep[i]:
                     self._count("below")
                     continue
-                r = geometry[int(i)]
                 if types[r] == "":
                     reason = "flat face of a thin part" if thickness[r] < 0.015 else "too large to wrap"
                     self._count(reason)
